@@ -1,0 +1,303 @@
+"""The agent's connection driver: dial out, pin, authenticate, serve requests, reconnect.
+
+The conversation itself is :class:`protocol.session.AgentSession`; this module only moves
+frames, asks the customer, runs collectors, and keeps results in the outbox until the
+controller acknowledges them, so a reply produced while disconnected is delivered after
+the reconnect, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from agent import __version__
+from agent.config import AgentConfig
+from agent.state import AgentHome
+from agent.tls import PinMismatch, check_pin, pinned_client_context
+from protocol import codec, signing
+from protocol.errors import ProtocolError
+from protocol.machine import Ended, Refused
+from protocol.messages import AgentInfo, ConsentRequest, DiagRequest, Ping, Result, SessionStarted
+from protocol.session import (
+    Acknowledged,
+    AgentSession,
+    AgentState,
+    ConsentNeeded,
+    RequestReceived,
+    SessionLive,
+)
+
+HEARTBEAT_SECONDS = float(os.environ.get("HELPLINE_HEARTBEAT", "20"))
+BACKOFF_BASE = float(os.environ.get("HELPLINE_BACKOFF_BASE", "0.5"))
+BACKOFF_MAX = float(os.environ.get("HELPLINE_BACKOFF_MAX", "30"))
+
+# exit statuses of `helpline-agent` (README: exit codes)
+EXIT_OK = 0
+EXIT_REFUSED = 4
+EXIT_UNREACHABLE = 5
+EXIT_DECLINED = 6
+
+
+class Outcome(Exception):
+    """The run is over, with an exit status and a message for the customer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Dropped(Exception):
+    """The connection failed or fell; worth a reconnect if a session is live."""
+
+
+Consent = Callable[[ConsentRequest], Awaitable[bool]]
+Say = Callable[[str], None]
+
+
+class AgentRunner:
+    """One agent run: a join with a code, or a resume of the session in the state dir."""
+
+    def __init__(
+        self, config: AgentConfig, home: AgentHome, *, code: str | None, consent: Consent,
+        say: Say,
+    ) -> None:
+        self.config = config
+        self.home = home
+        self.code = code
+        self.consent = consent
+        self.say = say
+        self.key = home.load_or_create_key()
+        self.public_key = signing.public_key_text(self.key)
+        self.session: SessionStarted | None = None
+        self.machine: AgentSession | None = None
+        self.ws: Any = None
+        self.leave = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.diag_delay = float(os.environ.get("HELPLINE_TEST_DIAG_DELAY", "0"))
+
+    # -- the run --------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.leave.set)
+        self.home.write_pid()
+        try:
+            if self.code is None:
+                saved = self.home.load_session()
+                if not saved:
+                    raise Outcome(EXIT_REFUSED, "no session to resume here: join with a code")
+                self.resume_id: str | None = str(saved["session_id"])
+            else:
+                self.resume_id = None
+            try:
+                await self._connect_once()
+            except Dropped as exc:
+                if self.session is None:
+                    raise Outcome(EXIT_UNREACHABLE, str(exc)) from None
+                await self._reconnect_loop()
+            raise Outcome(EXIT_OK, "session ended")
+        except Outcome as outcome:
+            self.say(outcome.message)
+            return outcome.status
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            self.home.clear_pid()
+
+    async def _reconnect_loop(self) -> None:
+        """Reconnect with exponential backoff and full jitter until the session ends."""
+        from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
+
+        while True:
+            self.say("connection lost; reconnecting…")
+            retrying = AsyncRetrying(
+                wait=wait_random_exponential(multiplier=BACKOFF_BASE, max=BACKOFF_MAX),
+                retry=retry_if_exception_type(Dropped),
+                before_sleep=lambda _state: self._check_expiry(),
+                reraise=True,
+            )
+            try:
+                async for attempt in retrying:
+                    with attempt:
+                        await self._connect_once()
+                return
+            except Dropped:
+                continue
+
+    def _check_expiry(self) -> None:
+        if self.leave.is_set():
+            self.home.clear_session()
+            raise Outcome(EXIT_OK, "session ended by the customer")
+        if self.session is not None and datetime.now(UTC) >= self.session.expires_at:
+            self.home.clear_session()
+            raise Outcome(EXIT_OK, "the grant has expired; session ended")
+
+    # -- one connection -------------------------------------------------------------
+
+    async def _connect_once(self) -> None:
+        """Run one connection to its end; return when the session is over for good."""
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+        self._check_expiry()
+        try:
+            ws = await connect(
+                self.config.url + "/agent",
+                ssl=pinned_client_context(),
+                max_size=codec.AGENT_MAX_FRAME,
+                open_timeout=10,
+                ping_interval=HEARTBEAT_SECONDS,
+                ping_timeout=HEARTBEAT_SECONDS,
+                close_timeout=2,
+            )
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            raise Dropped(f"cannot reach the controller at {self.config.url}: {exc}") from None
+        try:
+            check_pin(ws.transport.get_extra_info("ssl_object"), self.config.pin)
+        except PinMismatch as exc:
+            await ws.close()
+            raise Outcome(EXIT_UNREACHABLE, str(exc)) from None
+        machine = AgentSession(
+            public_key=self.public_key,
+            sign=lambda challenge: signing.sign_agent(self.key, challenge, self.config.pin),
+            agent=AgentInfo(
+                hostname=socket.gethostname(),
+                platform=platform.platform(),
+                agent_version=__version__,
+            ),
+            code=self.code if self.resume_id is None else None,
+            session_id=self.resume_id,
+        )
+        self.ws, self.machine = ws, machine
+        reader = asyncio.create_task(self._read(ws, machine))
+        leave = asyncio.create_task(self.leave.wait())
+        try:
+            done, _ = await asyncio.wait({reader, leave}, return_when=asyncio.FIRST_COMPLETED)
+            if leave in done:
+                reader.cancel()
+                machine.end("the customer ended the session")
+                with contextlib.suppress(ConnectionClosed, OSError):
+                    await self._flush()
+                    await ws.close()
+                self.home.clear_session()
+                raise Outcome(EXIT_OK, "session ended: you left")
+            reader.result()
+        except ConnectionClosed as exc:
+            if machine.finished:
+                return
+            raise Dropped(f"connection closed: {exc}") from None
+        finally:
+            leave.cancel()
+            self.ws = None
+
+    async def _read(self, ws: Any, machine: AgentSession) -> None:
+        async for frame in ws:
+            try:
+                events = machine.receive(codec.decode(frame))
+            except ProtocolError as exc:
+                await self._flush()
+                await ws.close()
+                raise Outcome(1, f"protocol error from the controller: {exc.reason}") from None
+            for event in events:
+                await self._on_event(event)
+            await self._flush()
+            if machine.finished:
+                await ws.close()
+                return
+        if not machine.finished:
+            from websockets.exceptions import ConnectionClosedError
+
+            raise ConnectionClosedError(None, None)
+
+    async def _flush(self) -> None:
+        if self.machine is None or self.ws is None:
+            return
+        for message in self.machine.data_to_send():
+            await self.ws.send(codec.encode(message))
+
+    async def _on_event(self, event: object) -> None:
+        assert self.machine is not None
+        if isinstance(event, ConsentNeeded):
+            granted = await self.consent(event.request)
+            self.machine.answer_consent(granted)
+            if not granted:
+                await self._flush()
+                raise Outcome(EXIT_DECLINED, "you declined; no session was started")
+        elif isinstance(event, SessionLive):
+            await self._on_live(event.started)
+        elif isinstance(event, RequestReceived):
+            self._serve(event.request)
+        elif isinstance(event, Acknowledged):
+            self.home.outbox_remove(event.request_id)
+        elif isinstance(event, Refused):
+            if self.resume_id is not None and event.code in ("session_ended", "grant_expired",
+                                                             "session_unknown"):
+                self.home.clear_session()
+            raise Outcome(EXIT_REFUSED, f"the controller refused: {event.message}")
+        elif isinstance(event, Ended):
+            self.home.clear_session()
+            raise Outcome(EXIT_OK, f"session ended: {event.reason}")
+
+    async def _on_live(self, started: SessionStarted) -> None:
+        first = self.session is None
+        self.session = started
+        self.resume_id = started.session_id
+        self.home.save_session({
+            "session_id": started.session_id,
+            "ticket": started.ticket.id,
+            "expires_at": started.expires_at.isoformat(),
+            "url": self.config.url,
+        })
+        if first:
+            self.say(
+                f"session {started.session_id} is live for {started.ticket.id} "
+                f"({', '.join(started.scopes)}) until {started.expires_at:%H:%M} UTC.\n"
+                "Press Ctrl-C, or run `helpline-agent leave`, to end it at any time."
+            )
+        else:
+            self.say(f"reconnected; session {started.session_id} resumed")
+        for _request_id, frame in self.home.outbox_pending():
+            message = codec.decode(frame)
+            if isinstance(message, Result):
+                self.machine_reply(message)
+
+    def machine_reply(self, result: Result) -> None:
+        if self.machine is not None and self.machine.state is AgentState.LIVE:
+            self.machine.reply(result)
+
+    def _serve(self, request: Ping | DiagRequest) -> None:
+        if isinstance(request, Ping):
+            self.machine_reply(Result(reply_to=request.id, ok=True,
+                                      produced_at=datetime.now(UTC)))
+            return
+        task = asyncio.create_task(self._diagnose(request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _diagnose(self, request: DiagRequest) -> None:
+        from agent.diagnostics import collect_snapshot
+
+        try:
+            if self.diag_delay:
+                await asyncio.sleep(self.diag_delay)
+            data = await asyncio.to_thread(collect_snapshot, request.collectors)
+            result = Result(reply_to=request.id, ok=True, data=data,
+                            produced_at=datetime.now(UTC))
+        except Exception as exc:  # a broken collector is data, never a dead agent
+            result = Result(reply_to=request.id, ok=False, error=f"{type(exc).__name__}: {exc}",
+                            produced_at=datetime.now(UTC))
+        # durable before sent: a crash or a drop from here on cannot lose it
+        self.home.outbox_put(request.id, codec.encode(result))
+        self.machine_reply(result)
+        with contextlib.suppress(Exception):
+            await self._flush()

@@ -1,0 +1,1 @@
+"""The helpline controller: server, store, tickets, audit and the technician CLI."""

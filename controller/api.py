@@ -1,0 +1,427 @@
+"""The ``/api`` endpoint: SSH-key authentication, role checks, and the call table.
+
+Every call is looked up in ``METHODS``, which names the roles allowed to make it; a call
+outside the caller's role is refused with ``forbidden`` and audited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
+
+from controller import codes
+from controller.store import Attachment, Session, Ticket, User
+from protocol import codec, signing
+from protocol.api import ApiServer, AuthRequested, CallReceived
+from protocol.errors import ProtocolError
+from protocol.messages import DiagRequest, Message, Ping, Result
+
+if TYPE_CHECKING:
+    from controller.server import Controller
+
+log = logging.getLogger("helpline.api")
+
+ROLES = ("admin", "technician", "auditor")
+LEVELS = ("L1", "L2", "L3")
+PRIORITIES = ("P1", "P2", "P3", "P4")
+
+
+class ApiError(Exception):
+    """A refused or failed call; ``code`` maps to the CLI's exit status."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Caller:
+    user: User
+    source: str
+
+
+Handler = Callable[["Api", Caller, dict[str, Any], Callable[[str], Awaitable[None]]],
+                   Awaitable[Any]]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_ticket_id(value: object) -> int:
+    text = str(value).strip().upper()
+    if text.startswith("T-"):
+        text = text[2:]
+    if not text.isdigit():
+        raise ApiError("bad_request", f"not a ticket id: {value!r} (expected T-<number>)")
+    return int(text)
+
+
+def _text(params: dict[str, Any], key: str, *, limit: int = 500) -> str:
+    value = params.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise ApiError("bad_request", f"{key} is required")
+    if len(value) > limit:
+        raise ApiError("bad_request", f"{key} is longer than {limit} characters")
+    return value.strip()
+
+
+def ticket_json(ticket: Ticket) -> dict[str, Any]:
+    data = asdict(ticket)
+    data["id"] = f"T-{ticket.id}"
+    data["created_at"] = ticket.created_at.isoformat()
+    return data
+
+
+def session_json(session: Session, connected: bool) -> dict[str, Any]:
+    return {
+        "id": session.id,
+        "ticket": f"T-{session.ticket_id}",
+        "agent": session.agent_id,
+        "technician": session.technician,
+        "scopes": list(session.scopes),
+        "state": session.state,
+        "connected": connected,
+        "created_at": session.created_at.isoformat(),
+        "expires_at": session.expires_at.isoformat(),
+        "ended_at": session.ended_at.isoformat() if session.ended_at else None,
+        "end_reason": session.end_reason,
+    }
+
+
+def attachment_json(attachment: Attachment) -> dict[str, Any]:
+    return {
+        "id": attachment.id,
+        "kind": attachment.kind,
+        "ok": attachment.ok,
+        "session": attachment.session_id,
+        "request": attachment.request_id,
+        "created_at": attachment.created_at.isoformat(),
+        "produced_at": attachment.produced_at.isoformat() if attachment.produced_at else None,
+        "data": attachment.data,
+    }
+
+
+def user_json(user: User) -> dict[str, Any]:
+    return {
+        "name": user.name,
+        "role": user.role,
+        "level": user.level,
+        "fingerprint": user.fingerprint,
+        "created_at": user.created_at.isoformat(),
+    }
+
+
+class Api:
+    """Authenticates API connections and dispatches their calls."""
+
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+        self.store = controller.store
+
+    async def handle(self, connection: ServerConnection) -> None:
+        controller = self.controller
+        source = controller.source(connection)
+        machine = ApiServer(
+            challenge=signing.b64e(os.urandom(24)), controller=controller.name, now=utcnow()
+        )
+        caller: Caller | None = None
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def flush() -> None:
+            for message in machine.data_to_send():
+                await connection.send(codec.encode(message))
+
+        try:
+            await flush()
+            async for frame in connection:
+                try:
+                    events = machine.receive(codec.decode(frame, codec.API_MAX_FRAME))
+                except ProtocolError as exc:
+                    await controller.protocol_failure(connection, machine.fail, exc, "api")
+                    await flush()
+                    await connection.close(CloseCode.PROTOCOL_ERROR, exc.code)
+                    return
+                for event in events:
+                    if isinstance(event, AuthRequested):
+                        caller = await self._authenticate(machine, event, source)
+                    elif isinstance(event, CallReceived) and caller is not None:
+                        task = asyncio.create_task(
+                            self._dispatch(machine, flush, caller, event.call.id,
+                                           event.call.method, event.call.params)
+                        )
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+                await flush()
+                if machine.finished:
+                    await connection.close(CloseCode.POLICY_VIOLATION, "authentication failed")
+                    return
+        except ConnectionClosed:
+            pass
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _authenticate(
+        self, machine: ApiServer, event: AuthRequested, source: str
+    ) -> Caller | None:
+        import asyncssh
+
+        transcript = signing.transcript(
+            signing.API_PURPOSE, machine.challenge, self.controller.cert_sha256
+        )
+        fingerprint = None
+        try:
+            key = asyncssh.import_public_key(event.public_key)
+            fingerprint = key.get_fingerprint("sha256")
+            signature = signing.b64d(event.signature)
+            if signature[4:11] == b"ssh-rsa":
+                raise ValueError("SHA-1 RSA signatures are not accepted; use rsa-sha2-256")
+            verified = key.verify(transcript, signature)
+        except (asyncssh.KeyImportError, ValueError, signing.AuthError) as exc:
+            verified = False
+            log.info("api auth from %s: %s", source, exc)
+        user = await self.store.user_by_fingerprint(fingerprint) if verified and fingerprint else None
+        if user is None:
+            reason = "key not enrolled" if verified else "bad signature"
+            await self.controller.audit(
+                "auth.failed", source=source, details={"reason": reason, "key": fingerprint}
+            )
+            machine.fail(_AuthRefused(
+                "this SSH key is not enrolled on this controller: ask an admin to run "
+                "`helpline user add NAME --key FILE.pub`" if verified
+                else "the SSH signature did not verify"
+            ))
+            return None
+        await self.controller.audit(
+            "auth.ok", source=source, actor=user.name, role=user.role,
+            details={"key": fingerprint},
+        )
+        machine.accept(user.name, user.role, user.level)
+        return Caller(user, source)
+
+    async def _dispatch(
+        self,
+        machine: ApiServer,
+        flush: Callable[[], Awaitable[None]],
+        caller: Caller,
+        call_id: str,
+        method: str,
+        params: dict[str, Any],
+    ) -> None:
+        async def progress(stage: str) -> None:
+            machine.progress(call_id, stage)
+            await flush()
+
+        try:
+            entry = METHODS.get(method)
+            if entry is None:
+                raise ApiError("bad_request", f"no such API method: {method}")
+            handler, roles = entry
+            if caller.user.role not in roles:
+                await self.controller.audit(
+                    "api.forbidden", actor=caller.user.name, role=caller.user.role,
+                    source=caller.source, details={"method": method},
+                )
+                raise ApiError(
+                    "forbidden", f"{method} is not allowed for the {caller.user.role} role"
+                )
+            result = await handler(self, caller, params, progress)
+            machine.reply(call_id, result)
+        except ApiError as exc:
+            machine.reply_error(call_id, exc.code, exc.message)
+        except Exception as exc:  # one bad call must not take the connection down
+            log.exception("API call %s failed", method)
+            machine.reply_error(call_id, "internal", f"{type(exc).__name__}: {exc}")
+        try:
+            await flush()
+        except ConnectionClosed:
+            pass
+
+    # -- helpers --------------------------------------------------------------------
+
+    async def _ticket(self, params: dict[str, Any]) -> Ticket:
+        ticket_id = parse_ticket_id(params.get("ticket"))
+        ticket = await self.store.get_ticket(ticket_id)
+        if ticket is None:
+            raise ApiError("not_found", f"there is no ticket T-{ticket_id}")
+        return ticket
+
+    # -- methods --------------------------------------------------------------------
+
+    async def whoami(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
+        return user_json(caller.user)
+
+    async def ticket_open(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
+        priority = str(params.get("priority", "P3")).upper()
+        if priority not in PRIORITIES:
+            raise ApiError("bad_request", f"priority must be one of {', '.join(PRIORITIES)}")
+        ticket = await self.store.open_ticket(
+            _text(params, "title"), _text(params, "customer", limit=200), priority,
+            caller.user.name, utcnow(),
+        )
+        await self.controller.audit("ticket.opened", actor=caller.user.name, role=caller.user.role,
+                                    source=caller.source, ticket_id=ticket.id)
+        return ticket_json(ticket)
+
+    async def ticket_list(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
+        return [ticket_json(ticket) for ticket in await self.store.list_tickets()]
+
+    async def ticket_show(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
+        ticket = await self._ticket(params)
+        data = ticket_json(ticket)
+        data["sessions"] = [
+            session_json(s, s.id in self.controller.links)
+            for s in await self.store.sessions_for_ticket(ticket.id)
+        ]
+        data["attachments"] = [attachment_json(a) for a in await self.store.attachments(ticket.id)]
+        return data
+
+    async def code_issue(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
+        ticket = await self._ticket(params)
+        minutes = params.get("minutes", 10)
+        if not isinstance(minutes, int) or not 1 <= minutes <= 24 * 60:
+            raise ApiError("bad_request", "minutes must be a whole number from 1 to 1440")
+        code = codes.new_code()
+        canonical = codes.normalise(code)
+        assert canonical is not None
+        now = utcnow()
+        expires_at = now + timedelta(minutes=minutes)
+        await self.store.add_code(
+            codes.code_hash(self.controller.pepper, canonical), ticket.id, caller.user.name,
+            now, expires_at,
+        )
+        await self.controller.audit(
+            "code.issued", actor=caller.user.name, role=caller.user.role, source=caller.source,
+            ticket_id=ticket.id, details={"expires_at": expires_at.isoformat()},
+        )
+        return {"code": code, "ticket": f"T-{ticket.id}", "expires_at": expires_at.isoformat()}
+
+    async def sessions_list(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
+        sessions = await self.store.list_sessions(live_only=not params.get("all", False))
+        return [session_json(s, s.id in self.controller.links) for s in sessions]
+
+    async def diag_run(self, caller: Caller, params: dict[str, Any],
+                       progress: Callable[[str], Awaitable[None]]) -> Any:
+        ticket = await self._ticket(params)
+        link = self.controller.link_for_ticket(ticket.id)
+        if link is None:
+            raise ApiError(
+                "no_agent", f"no agent is connected to T-{ticket.id}: issue a code with "
+                f"`helpline code T-{ticket.id}` and have the customer join",
+            )
+        collectors = params.get("collectors")
+        request = DiagRequest(collectors=tuple(collectors) if collectors else None)
+        await self.store.add_request(request.id, link.session_id, ticket.id, "diagnostics",
+                                     caller.user.name, utcnow())
+        await self.controller.audit(
+            "diag.requested", actor=caller.user.name, role=caller.user.role, source=caller.source,
+            ticket_id=ticket.id, session_id=link.session_id, agent_id=link.agent_id,
+            details={"request_id": request.id},
+        )
+        await progress("collecting diagnostics on the customer's machine")
+        timeout = float(params.get("timeout", 60))
+        try:
+            result = await link.request(request, timeout)
+        except (TimeoutError, ConnectionError, ConnectionClosed):
+            raise ApiError(
+                "agent_offline",
+                f"the agent did not answer in time; request {request.id} stays open and its "
+                f"result will be attached to T-{ticket.id} when the agent delivers it",
+            ) from None
+        return {"ticket": f"T-{ticket.id}", "request": request.id, "ok": result.ok,
+                "error": result.error, "data": result.data}
+
+    async def agent_ping(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
+        ticket = await self._ticket(params)
+        link = self.controller.link_for_ticket(ticket.id)
+        if link is None:
+            raise ApiError("no_agent", f"no agent is connected to T-{ticket.id}")
+        result = await link.request(Ping(), 10.0)
+        return {"ok": result.ok}
+
+    async def user_add(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
+        import asyncssh
+
+        name = _text(params, "name", limit=100)
+        role = str(params.get("role", "technician"))
+        level = params.get("level")
+        if role not in ROLES:
+            raise ApiError("bad_request", f"role must be one of {', '.join(ROLES)}")
+        if role == "technician":
+            level = str(level or "L1").upper()
+            if level not in LEVELS:
+                raise ApiError("bad_request", f"level must be one of {', '.join(LEVELS)}")
+        elif level:
+            raise ApiError("bad_request", "only technicians have a support level")
+        else:
+            level = None
+        try:
+            key = asyncssh.import_public_key(_text(params, "public_key", limit=16384))
+        except (asyncssh.KeyImportError, ValueError) as exc:
+            raise ApiError("bad_request", f"not an SSH public key: {exc}") from None
+        try:
+            user = await self.store.add_user(
+                name, role, level, key.export_public_key().decode().strip(),
+                key.get_fingerprint("sha256"), utcnow(),
+            )
+        except ValueError as exc:
+            raise ApiError("conflict", str(exc)) from None
+        await self.controller.audit(
+            "user.added", actor=caller.user.name, role=caller.user.role, source=caller.source,
+            details={"user": name, "new_role": role, "level": level,
+                     "key": user.fingerprint},
+        )
+        return user_json(user)
+
+    async def user_list(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
+        return [user_json(user) for user in await self.store.list_users()]
+
+    async def audit_list(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
+        ticket = parse_ticket_id(params["ticket"]) if params.get("ticket") else None
+        events = await self.store.audit_events(type=params.get("type"), ticket_id=ticket)
+        return [
+            {
+                "id": e.id, "at": e.at.isoformat(), "type": e.type, "actor": e.actor,
+                "role": e.role, "source": e.source,
+                "ticket": f"T-{e.ticket_id}" if e.ticket_id else None,
+                "session": e.session_id, "agent": e.agent_id, "details": e.details,
+            }
+            for e in events
+        ]
+
+
+class _AuthRefused(ProtocolError):
+    code = "auth_failed"
+
+
+_ALL = ("admin", "technician", "auditor")
+_WORK = ("admin", "technician")
+_ADMIN = ("admin",)
+_AUDIT = ("admin", "auditor")
+
+METHODS: dict[str, tuple[Handler, tuple[str, ...]]] = {
+    "whoami": (Api.whoami, _ALL),
+    "ticket.open": (Api.ticket_open, _WORK),
+    "ticket.list": (Api.ticket_list, _ALL),
+    "ticket.show": (Api.ticket_show, _ALL),
+    "code.issue": (Api.code_issue, _WORK),
+    "sessions.list": (Api.sessions_list, _ALL),
+    "diag.run": (Api.diag_run, _WORK),
+    "agent.ping": (Api.agent_ping, _WORK),
+    "user.add": (Api.user_add, _ADMIN),
+    "user.list": (Api.user_list, _AUDIT),
+    "audit.list": (Api.audit_list, _AUDIT),
+}
+
+_ = (Message, Result)

@@ -1,0 +1,378 @@
+"""``helpline``: set up and run a controller, and work tickets against it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.table import Table
+
+from controller.cli.output import emit, fail, stderr, stdout
+from controller.client import ClientError, ClientSettings, Connection, load_client_settings
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="helpline",
+    help="Remote support over pinned TLS: controller, technician and admin CLI.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+ticket_app = typer.Typer(help="Open, list and show tickets.", no_args_is_help=True)
+user_app = typer.Typer(help="Enrol technicians, admins and auditors.", no_args_is_help=True)
+audit_app = typer.Typer(help="Read the audit log.", no_args_is_help=True)
+app.add_typer(ticket_app, name="ticket")
+app.add_typer(user_app, name="user")
+app.add_typer(audit_app, name="audit")
+
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option("--home", envvar="HELPLINE_HOME", help="Controller home directory.",
+                 show_default=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+TicketArg = Annotated[str, typer.Argument(help="Ticket id, e.g. T-1.")]
+
+
+def run_client(home: Path | None, work: Callable[[Connection], Awaitable[T]]) -> T:
+    """Connect to the controller, authenticate, run ``work``; map failures to exit codes."""
+    from agent.tls import PinMismatch
+
+    async def main() -> T:
+        settings = load_client_settings(home)
+        async with Connection(settings) as connection:
+            return await work(connection)
+
+    try:
+        return asyncio.run(main())
+    except ClientError as exc:
+        fail(exc.code, exc.message)
+    except PinMismatch as exc:
+        fail("pin_mismatch", str(exc))
+
+
+# -- controller setup -----------------------------------------------------------------
+
+
+@app.command()
+def init(
+    url: Annotated[str, typer.Option(help="Address agents dial: wss://HOST:PORT.")],
+    home: HomeOpt = None,
+    listen: Annotated[str | None, typer.Option(help="HOST:PORT to bind, if not the URL's.")] = None,
+    name: Annotated[str, typer.Option(help="Name shown to customers.")] = "helpline",
+    admin_name: Annotated[str, typer.Option(help="Name of the first admin.")] = "admin",
+    admin_key: Annotated[
+        Path | None,
+        typer.Option(help="The first admin's SSH public key; default: make one in the home."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a controller home: TLS identity, database, first admin."""
+    from controller.home import ControllerHome
+    from controller.setup import initialise
+
+    target = ControllerHome.resolve(home)
+    try:
+        result = asyncio.run(initialise(target, url, listen, name, admin_name, admin_key))
+    except (ValueError, OSError) as exc:
+        fail("bad_request", str(exc))
+
+    def render(data: dict[str, Any]) -> None:
+        stdout.print(f"[green]controller home created[/] at {data['home']}")
+        stdout.print(f"  agents dial   {data['url']}")
+        stdout.print(f"  certificate   sha256:{data['pin']}")
+        stdout.print(f"  first admin   {data['admin']} ({data['admin_key']})")
+        stdout.print("next: [bold]helpline serve[/] and [bold]helpline agent-config --out agent.toml[/]")
+
+    emit(result, as_json, render)
+
+
+@app.command()
+def serve(
+    home: HomeOpt = None,
+    listen: Annotated[str | None, typer.Option(help="HOST:PORT to bind instead.")] = None,
+) -> None:
+    """Run the controller until interrupted."""
+    import logging
+
+    from controller.home import ControllerHome, HomeError, parse_listen
+    from controller.server import run_server
+
+    logging.basicConfig(
+        level=logging.DEBUG if os.environ.get("HELPLINE_DEBUG") else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    target = ControllerHome.resolve(home)
+    try:
+        asyncio.run(run_server(target, parse_listen(listen) if listen else None))
+    except (HomeError, ValueError) as exc:
+        fail("not_configured", str(exc))
+    except OSError as exc:
+        fail("unreachable", f"cannot listen: {exc}")
+
+
+@app.command("agent-config")
+def agent_config(
+    out: Annotated[Path, typer.Option(help="Where to write the agent config (TOML).")],
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write what an agent needs to dial this controller: URL and certificate pin."""
+    import tomli_w
+
+    from controller.home import ControllerHome, HomeError
+
+    target = ControllerHome.resolve(home)
+    try:
+        config = target.load()
+    except HomeError as exc:
+        fail("not_configured", str(exc))
+    data = {"url": config.url, "pin": target.pin()}
+    out.write_text(tomli_w.dumps(data))
+    emit({**data, "path": str(out)}, as_json,
+         lambda d: stdout.print(f"agent config written to {d['path']} (pin sha256:{d['pin']})"))
+
+
+@app.command()
+def login(
+    url: Annotated[str, typer.Option(help="Controller URL, wss://HOST:PORT.")],
+    pin: Annotated[str, typer.Option(help="The controller certificate's SHA-256.")],
+    key: Annotated[str, typer.Option(help="SSH private key, or a .pub held by ssh-agent.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Store a remote technician's settings and check they work."""
+    from controller.client import default_client_config, save_client_settings
+    from controller.home import parse_ws_url
+    from protocol.signing import normalise_pin
+
+    try:
+        parse_ws_url(url)
+        settings = ClientSettings(url=url, pin=normalise_pin(pin), key=key)
+    except ValueError as exc:
+        fail("bad_request", str(exc))
+
+    async def check() -> Any:
+        async with Connection(settings) as connection:
+            return await connection.call("whoami")
+
+    from agent.tls import PinMismatch
+
+    try:
+        me = asyncio.run(check())
+    except ClientError as exc:
+        fail(exc.code, exc.message)
+    except PinMismatch as exc:
+        fail("pin_mismatch", str(exc))
+    path = default_client_config()
+    save_client_settings(settings, path)
+    emit({**me, "config": str(path)}, as_json,
+         lambda d: stdout.print(f"logged in as {d['name']} ({d['role']}); saved to {d['config']}"))
+
+
+# -- tickets ---------------------------------------------------------------------------
+
+
+def _ticket_table(tickets: list[dict[str, Any]]) -> None:
+    table = Table("id", "priority", "state", "customer", "title", "opened by", "created")
+    for t in tickets:
+        table.add_row(t["id"], t["priority"], t["state"], t["customer"], t["title"],
+                      t["opened_by"], t["created_at"][:19].replace("T", " "))
+    stdout.print(table)
+
+
+@ticket_app.command("open")
+def ticket_open(
+    title: Annotated[str, typer.Option(help="What is wrong, in a line.")],
+    customer: Annotated[str, typer.Option(help="Customer name.")],
+    priority: Annotated[str, typer.Option(help="P1 (urgent) to P4.")] = "P3",
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Open a ticket."""
+    data = run_client(home, lambda c: c.call(
+        "ticket.open", {"title": title, "customer": customer, "priority": priority}))
+    emit(data, as_json, lambda d: stdout.print(f"opened [bold]{d['id']}[/]: {d['title']}"))
+
+
+@ticket_app.command("list")
+def ticket_list(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """List tickets, newest first."""
+    emit(run_client(home, lambda c: c.call("ticket.list")), as_json, _ticket_table)
+
+
+@ticket_app.command("show")
+def ticket_show(ticket: TicketArg, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """Show a ticket with its sessions and attachments (--json: attachments whole)."""
+    from controller.render import render_snapshot
+
+    def render(d: dict[str, Any]) -> None:
+        _ticket_table([d])
+        if d["sessions"]:
+            _sessions_table(d["sessions"])
+        stdout.print(f"[bold]attachments[/] ({len(d['attachments'])})")
+        for a in d["attachments"]:
+            status = "[green]ok[/]" if a["ok"] else "[red]failed[/]"
+            stdout.print(f"  #{a['id']} {a['kind']} {status} from {a['session']} "
+                         f"at {a['created_at'][:19].replace('T', ' ')}")
+        if d["attachments"]:
+            last = d["attachments"][-1]
+            stdout.rule(f"latest {last['kind']} (#{last['id']})")
+            render_snapshot(stdout, last["data"])
+
+    emit(run_client(home, lambda c: c.call("ticket.show", {"ticket": ticket})), as_json, render)
+
+
+@app.command()
+def code(
+    ticket: TicketArg,
+    minutes: Annotated[int, typer.Option(help="Lifetime of the code.")] = 10,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Issue a single-use session code for a ticket; read it to the customer."""
+    data = run_client(home, lambda c: c.call("code.issue", {"ticket": ticket, "minutes": minutes}))
+    emit(data, as_json, lambda d: stdout.print(
+        f"session code for {d['ticket']}: [bold]{d['code']}[/] "
+        f"(single use, expires {d['expires_at'][11:19]} UTC)\n"
+        f"the customer runs: helpline-agent join {d['code']} --config agent.toml"))
+
+
+def _sessions_table(sessions: list[dict[str, Any]]) -> None:
+    table = Table("session", "ticket", "agent", "technician", "state", "connected", "expires")
+    for s in sessions:
+        table.add_row(s["id"], s["ticket"], s["agent"], s["technician"], s["state"],
+                      "[green]yes[/]" if s["connected"] else "no",
+                      s["expires_at"][:19].replace("T", " "))
+    stdout.print(table)
+
+
+@app.command()
+def sessions(
+    all_: Annotated[bool, typer.Option("--all", help="Include ended sessions.")] = False,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List live sessions (and whether their agent is connected now)."""
+    emit(run_client(home, lambda c: c.call("sessions.list", {"all": all_})), as_json,
+         _sessions_table)
+
+
+@app.command()
+def diag(
+    ticket: TicketArg,
+    home: HomeOpt = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the agent.")] = 60.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Take a diagnostics snapshot on the ticket's connected agent and attach it."""
+    from controller.render import render_snapshot
+
+    async def work(c: Connection) -> Any:
+        if as_json:
+            return await c.call("diag.run", {"ticket": ticket, "timeout": timeout})
+        with stderr.status("asking the agent…") as status:
+            return await c.call("diag.run", {"ticket": ticket, "timeout": timeout},
+                                on_progress=lambda stage: status.update(stage))
+
+    def render(d: dict[str, Any]) -> None:
+        if not d["ok"]:
+            stderr.print(f"[red]the agent reported an error:[/] {d['error']}")
+        render_snapshot(stdout, d["data"])
+        stdout.print(f"[dim]attached to {d['ticket']} (request {d['request']})[/]")
+
+    emit(run_client(home, work), as_json, render)
+
+
+@app.command()
+def ping(ticket: TicketArg, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """Round-trip a trivial request to the ticket's agent."""
+    emit(run_client(home, lambda c: c.call("agent.ping", {"ticket": ticket})), as_json,
+         lambda d: stdout.print("pong"))
+
+
+# -- users and audit -------------------------------------------------------------------
+
+
+@user_app.command("add")
+def user_add(
+    name: Annotated[str, typer.Argument(help="Login name.")],
+    key: Annotated[Path, typer.Option(help="The user's SSH public key file (.pub).")],
+    role: Annotated[str, typer.Option(help="technician, admin or auditor.")] = "technician",
+    level: Annotated[str | None, typer.Option(help="L1–L3, technicians only.")] = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Enrol a user by SSH public key."""
+    try:
+        public_key = key.read_text()
+    except OSError as exc:
+        fail("bad_request", f"cannot read {key}: {exc}")
+    params = {"name": name, "role": role, "level": level, "public_key": public_key}
+    emit(run_client(home, lambda c: c.call("user.add", params)), as_json,
+         lambda d: stdout.print(f"enrolled {d['name']} as {d['role']}"
+                                f"{' ' + d['level'] if d['level'] else ''} ({d['fingerprint']})"))
+
+
+@user_app.command("list")
+def user_list(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """List enrolled users."""
+
+    def render(users: list[dict[str, Any]]) -> None:
+        table = Table("name", "role", "level", "key", "enrolled")
+        for u in users:
+            table.add_row(u["name"], u["role"], u["level"] or "", u["fingerprint"],
+                          u["created_at"][:19].replace("T", " "))
+        stdout.print(table)
+
+    emit(run_client(home, lambda c: c.call("user.list")), as_json, render)
+
+
+@audit_app.command("log")
+def audit_log(
+    type_: Annotated[str | None, typer.Option("--type", help="Only this event type.")] = None,
+    ticket: Annotated[str | None, typer.Option(help="Only this ticket.")] = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show audit events, oldest first."""
+
+    def render(events: list[dict[str, Any]]) -> None:
+        table = Table("#", "at", "type", "actor", "source", "ticket", "session", "details")
+        for e in events:
+            table.add_row(str(e["id"]), e["at"][:19].replace("T", " "), e["type"],
+                          e["actor"] or "", e["source"] or "", e["ticket"] or "",
+                          e["session"] or "", str(e["details"] or ""))
+        stdout.print(table)
+
+    emit(run_client(home, lambda c: c.call("audit.list", {"type": type_, "ticket": ticket})),
+         as_json, render)
+
+
+@app.command()
+def demo(
+    keep: Annotated[bool, typer.Option(help="Keep the demo home afterwards.")] = False,
+) -> None:
+    """Start a controller, join a local agent to a demo ticket, show its diagnostics."""
+    from controller.cli.demo import run_demo
+
+    raise SystemExit(run_demo(keep))
+
+
+def run() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except Exception as exc:
+        if os.environ.get("HELPLINE_DEBUG"):
+            raise
+        stderr.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}")
+        stderr.print("[dim]set HELPLINE_DEBUG=1 for a traceback[/]")
+        sys.exit(1)

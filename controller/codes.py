@@ -1,0 +1,85 @@
+"""Session codes: generation, phone-friendly normalisation, keyed hashing, rate limits.
+
+A code is 10 symbols of Crockford's base32 (50 bits), shown as ``XXXXX-XXXXX``. The
+alphabet has no I, L, O or U, and reading is forgiving: case, spaces and dashes are
+ignored, O reads as 0 and I/L as 1, so what a customer reads over the phone is what the
+technician typed. The store only ever sees ``HMAC-SHA256(pepper, code)``; the pepper lives
+in the controller home, so a leaked database alone does not let anyone test codes offline.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from hashlib import sha256
+from typing import Final
+
+ALPHABET: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+CODE_SYMBOLS: Final = 10
+CODE_BITS: Final = CODE_SYMBOLS * 5
+_READ_AS: Final = str.maketrans({"O": "0", "I": "1", "L": "1"})
+
+
+def new_code() -> str:
+    """A fresh random code, formatted for reading aloud."""
+    symbols = "".join(secrets.choice(ALPHABET) for _ in range(CODE_SYMBOLS))
+    return f"{symbols[:5]}-{symbols[5:]}"
+
+
+def normalise(text: str) -> str | None:
+    """The canonical symbols of a typed code, or None when it cannot be a code."""
+    cleaned = "".join(text.split()).replace("-", "").upper().translate(_READ_AS)
+    if len(cleaned) != CODE_SYMBOLS or any(c not in ALPHABET for c in cleaned):
+        return None
+    return cleaned
+
+
+def code_hash(pepper: bytes, canonical: str) -> bytes:
+    """The keyed hash under which a code is stored and looked up."""
+    return hmac.new(pepper, canonical.encode("ascii"), sha256).digest()
+
+
+@dataclass
+class FailureLimiter:
+    """Sliding-window limits on failed code attempts, per source address and overall.
+
+    Only failures count, so a customer who types their code right is never slowed by an
+    attacker elsewhere until the global window fills; the global limit bounds what a
+    distributed guesser can try (about ``global_limit`` guesses per window against 2**50).
+    """
+
+    per_source: int = 5
+    global_limit: int = 100
+    window_seconds: float = 60.0
+    _by_source: dict[str, deque[float]] = field(default_factory=dict)
+    _all: deque[float] = field(default_factory=deque)
+
+    def _prune(self, stamps: deque[float], now: float) -> None:
+        while stamps and now - stamps[0] > self.window_seconds:
+            stamps.popleft()
+
+    def blocked(self, source: str, now: float | None = None) -> str | None:
+        """Why ``source`` may not try a code now, or None when it may."""
+        now = time.monotonic() if now is None else now
+        self._prune(self._all, now)
+        if len(self._all) >= self.global_limit:
+            return "too many failed code attempts on this controller; try again in a minute"
+        stamps = self._by_source.get(source)
+        if stamps is not None:
+            self._prune(stamps, now)
+            if len(stamps) >= self.per_source:
+                return "too many failed code attempts from this address; try again in a minute"
+        return None
+
+    def failed(self, source: str, now: float | None = None) -> None:
+        """Record one failed attempt from ``source``."""
+        now = time.monotonic() if now is None else now
+        self._all.append(now)
+        self._by_source.setdefault(source, deque()).append(now)
+        if len(self._by_source) > 10_000:
+            # bound memory under a spray from many addresses: forget the quietest
+            for key in [k for k, v in self._by_source.items() if not v][:5_000]:
+                del self._by_source[key]

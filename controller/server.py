@@ -1,0 +1,467 @@
+"""The controller server: one websockets server over TLS 1.3 with two endpoints.
+
+``/agent`` is where customer agents dial in; ``/api`` is where technicians and admins
+connect. Both run the sans-I/O machines from :mod:`protocol`; this module only moves
+frames between sockets, machines and the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
+from websockets.http11 import Request, Response
+
+from controller import codes
+from controller.home import ControllerHome
+from controller.store import CodeRefused, Store
+from controller.tls import server_context
+from protocol import codec, signing
+from protocol.errors import ProtocolError
+from protocol.machine import Ended, Refused
+from protocol.messages import (
+    DEFAULT_SCOPES,
+    ConsentRequest,
+    DiagRequest,
+    Message,
+    Ping,
+    Result,
+    SessionStarted,
+    Technician,
+    TicketRef,
+)
+from protocol.session import (
+    ConsentDecided,
+    ControllerSession,
+    JoinRequested,
+    ResultReceived,
+    ResumeRequested,
+)
+
+log = logging.getLogger("helpline.controller")
+
+HEARTBEAT_SECONDS = float(os.environ.get("HELPLINE_HEARTBEAT", "20"))
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def ticket_ref(ticket_id: int) -> str:
+    return f"T-{ticket_id}"
+
+
+@dataclass
+class AgentLink:
+    """One connected agent with a live session."""
+
+    session_id: str
+    ticket_id: int
+    agent_id: str
+    connection: ServerConnection
+    machine: ControllerSession
+    expires_at: datetime
+    pending: dict[str, asyncio.Future[Result]] = field(default_factory=dict)
+    #: ids of in-flight pings: answered in memory, never stored on the ticket
+    pings: set[str] = field(default_factory=set)
+
+    async def flush(self) -> None:
+        await send_all(self.connection, self.machine.data_to_send())
+
+    async def request(self, message: Ping | DiagRequest, timeout: float) -> Result:
+        """Send a request and wait for its result (or the link dropping)."""
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self.pending[message.id] = future
+        if isinstance(message, Ping):
+            self.pings.add(message.id)
+        try:
+            self.machine.send_request(message)
+            await self.flush()
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self.pending.pop(message.id, None)
+            self.pings.discard(message.id)
+
+    def drop(self) -> None:
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(ConnectionError("the agent disconnected"))
+
+
+async def send_all(connection: ServerConnection, messages: Iterable[Message]) -> None:
+    for message in messages:
+        await connection.send(codec.encode(message))
+
+
+@dataclass
+class GrantSettings:
+    grant: timedelta = timedelta(hours=2)
+    code_lifetime: timedelta = timedelta(minutes=10)
+
+
+class Controller:
+    """Shared state of one controller process."""
+
+    def __init__(
+        self,
+        home: ControllerHome,
+        store: Store,
+        *,
+        name: str,
+        settings: GrantSettings | None = None,
+    ) -> None:
+        self.home = home
+        self.store = store
+        self.name = name
+        self.settings = settings or GrantSettings()
+        self.cert_sha256 = home.pin()
+        self.pepper = home.pepper()
+        self.limiter = codes.FailureLimiter()
+        self.links: dict[str, AgentLink] = {}
+        self.api_connections: set[ServerConnection] = set()
+        from controller.api import Api
+
+        self.api = Api(self)
+
+    # -- routing --------------------------------------------------------------------
+
+    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if request.path not in ("/agent", "/api"):
+            return connection.respond(404, "helpline serves /agent and /api only\n")
+        return None
+
+    async def handle(self, connection: ServerConnection) -> None:
+        assert connection.request is not None
+        if connection.request.path == "/agent":
+            await self.handle_agent(connection)
+        else:
+            self.api_connections.add(connection)
+            try:
+                await self.api.handle(connection)
+            finally:
+                self.api_connections.discard(connection)
+
+    async def audit(self, type: str, **fields: Any) -> None:
+        await self.store.audit(type, now=utcnow(), **fields)
+
+    @staticmethod
+    def source(connection: ServerConnection) -> str:
+        address = connection.remote_address
+        return str(address[0]) if address else "unknown"
+
+    async def protocol_failure(
+        self, connection: ServerConnection, machine_fail: Any, exc: ProtocolError, endpoint: str
+    ) -> None:
+        """Answer a broken frame: error to the peer, audit, close with 1002."""
+        machine_fail(exc)
+        await self.audit(
+            "protocol.error",
+            source=self.source(connection),
+            details={"endpoint": endpoint, "code": exc.code, "reason": exc.reason},
+        )
+        log.warning("%s %s: %s", endpoint, self.source(connection), exc.reason)
+
+    # -- agent endpoint -------------------------------------------------------------
+
+    async def handle_agent(self, connection: ServerConnection) -> None:
+        machine = ControllerSession(
+            challenge=signing.b64e(os.urandom(24)),
+            cert_sha256=self.cert_sha256,
+            controller=self.name,
+            now=utcnow(),
+        )
+        link: AgentLink | None = None
+        pending_join: dict[str, Any] = {}
+        source = self.source(connection)
+        try:
+            await send_all(connection, machine.data_to_send())
+            async for frame in connection:
+                try:
+                    events = machine.receive(codec.decode(frame, codec.AGENT_MAX_FRAME))
+                except ProtocolError as exc:
+                    await self.protocol_failure(connection, machine.fail, exc, "agent")
+                    await send_all(connection, machine.data_to_send())
+                    await connection.close(CloseCode.PROTOCOL_ERROR, exc.code)
+                    return
+                for event in events:
+                    if isinstance(event, JoinRequested):
+                        await self._on_join(machine, event, source, pending_join)
+                    elif isinstance(event, ConsentDecided):
+                        link = await self._on_consent(machine, connection, event, pending_join)
+                    elif isinstance(event, ResumeRequested):
+                        link = await self._on_resume(machine, connection, event, source)
+                    elif isinstance(event, ResultReceived) and link is not None:
+                        await self._on_result(link, event.result)
+                    elif isinstance(event, Ended) and link is not None:
+                        await self.end_session(link, event.reason, by="agent")
+                        link = None
+                    elif isinstance(event, Refused):
+                        log.info("agent %s reported error %s: %s", source, event.code, event.message)
+                await send_all(connection, machine.data_to_send())
+                if machine.finished:
+                    await connection.close()
+                    return
+        except ConnectionClosed:
+            pass
+        finally:
+            if link is not None and self.links.get(link.session_id) is link:
+                del self.links[link.session_id]
+                link.drop()
+                await self.audit(
+                    "agent.disconnected",
+                    source=source,
+                    ticket_id=link.ticket_id,
+                    session_id=link.session_id,
+                    agent_id=link.agent_id,
+                )
+
+    async def _on_join(
+        self,
+        machine: ControllerSession,
+        event: JoinRequested,
+        source: str,
+        pending: dict[str, Any],
+    ) -> None:
+        agent_id = signing.agent_id(event.public_key)
+        blocked = self.limiter.blocked(source)
+        if blocked:
+            await self.audit("code.rate_limited", source=source, agent_id=agent_id)
+            machine.refuse("rate_limited", blocked)
+            return
+        canonical = codes.normalise(event.code)
+        now = utcnow()
+        try:
+            if canonical is None:
+                raise CodeRefused("unknown")
+            code = await self.store.consume_code(codes.code_hash(self.pepper, canonical), now)
+        except CodeRefused as exc:
+            self.limiter.failed(source)
+            await self.audit(
+                "code.failed", source=source, agent_id=agent_id, details={"reason": exc.reason}
+            )
+            machine.refuse("code_" + exc.reason, CODE_MESSAGES[exc.reason])
+            return
+        ticket = await self.store.get_ticket(code.ticket_id)
+        technician = await self.store.user_by_name(code.issued_by)
+        assert ticket is not None
+        await self.store.upsert_agent(
+            agent_id, event.public_key, event.agent.hostname, event.agent.platform, now
+        )
+        await self.audit(
+            "code.used", source=source, ticket_id=ticket.id, agent_id=agent_id,
+            actor=code.issued_by,
+            details={"hostname": event.agent.hostname, "platform": event.agent.platform},
+        )
+        expires_at = now + self.settings.grant
+        pending.update(
+            ticket=ticket, agent_id=agent_id, technician=code.issued_by, expires_at=expires_at,
+            source=source,
+        )
+        machine.ask_consent(
+            ConsentRequest(
+                ticket=TicketRef(id=ticket_ref(ticket.id), title=ticket.title,
+                                 customer=ticket.customer),
+                technician=Technician(
+                    name=code.issued_by,
+                    role=technician.role if technician else "technician",
+                    level=technician.level if technician else None,
+                ),
+                scopes=DEFAULT_SCOPES,
+                expires_at=expires_at,
+            )
+        )
+        await self.audit("consent.asked", source=source, ticket_id=ticket.id, agent_id=agent_id,
+                         actor=code.issued_by, details={"scopes": list(DEFAULT_SCOPES)})
+
+    async def _on_consent(
+        self,
+        machine: ControllerSession,
+        connection: ServerConnection,
+        event: ConsentDecided,
+        pending: dict[str, Any],
+    ) -> AgentLink | None:
+        ticket = pending["ticket"]
+        common = {"source": pending["source"], "ticket_id": ticket.id,
+                  "agent_id": pending["agent_id"], "actor": pending["technician"]}
+        if not event.granted:
+            await self.audit("consent.refused", **common)
+            return None
+        session_id = "S-" + os.urandom(8).hex()
+        now = utcnow()
+        await self.store.create_session(
+            session_id, ticket.id, pending["agent_id"], pending["technician"],
+            DEFAULT_SCOPES, now, pending["expires_at"],
+        )
+        await self.audit("consent.given", session_id=session_id, **common,
+                         details={"scopes": list(DEFAULT_SCOPES),
+                                  "expires_at": pending["expires_at"].isoformat()})
+        machine.start(
+            SessionStarted(
+                session_id=session_id,
+                ticket=TicketRef(id=ticket_ref(ticket.id), title=ticket.title,
+                                 customer=ticket.customer),
+                scopes=DEFAULT_SCOPES,
+                expires_at=pending["expires_at"],
+            )
+        )
+        link = AgentLink(session_id, ticket.id, pending["agent_id"], connection, machine,
+                         pending["expires_at"])
+        self.links[session_id] = link
+        await self.audit("agent.joined", session_id=session_id, **common)
+        return link
+
+    async def _on_resume(
+        self,
+        machine: ControllerSession,
+        connection: ServerConnection,
+        event: ResumeRequested,
+        source: str,
+    ) -> AgentLink | None:
+        agent_id = signing.agent_id(event.public_key)
+        session = await self.store.get_session(event.session_id)
+        now = utcnow()
+        refusal: tuple[str, str] | None = None
+        if session is None:
+            refusal = ("session_unknown", "this controller has no such session")
+        elif session.agent_id != agent_id:
+            refusal = ("key_mismatch",
+                       "this agent's key does not match the one that joined the session")
+        elif session.state != "live":
+            refusal = ("session_ended", f"the session has ended ({session.end_reason})")
+        elif session.expires_at <= now:
+            await self.store.end_session(session.id, "grant expired", now)
+            refusal = ("grant_expired", "the customer's grant has expired; ask for a new code")
+        if refusal is not None or session is None:
+            assert refusal is not None
+            await self.audit(
+                "agent.resume_refused", source=source, agent_id=agent_id,
+                session_id=event.session_id, ticket_id=session.ticket_id if session else None,
+                details={"reason": refusal[0]},
+            )
+            machine.refuse(*refusal)
+            return None
+        ticket = await self.store.get_ticket(session.ticket_id)
+        assert ticket is not None
+        previous = self.links.pop(session.id, None)
+        if previous is not None:
+            previous.drop()
+            await previous.connection.close(CloseCode.NORMAL_CLOSURE, "replaced by a reconnect")
+        machine.start(
+            SessionStarted(
+                session_id=session.id,
+                ticket=TicketRef(id=ticket_ref(ticket.id), title=ticket.title,
+                                 customer=ticket.customer),
+                scopes=DEFAULT_SCOPES,
+                expires_at=session.expires_at,
+                resumed=True,
+            )
+        )
+        link = AgentLink(session.id, ticket.id, agent_id, connection, machine, session.expires_at)
+        self.links[session.id] = link
+        await self.audit("agent.reconnected", source=source, agent_id=agent_id,
+                         session_id=session.id, ticket_id=ticket.id)
+        return link
+
+    async def _on_result(self, link: AgentLink, result: Result) -> None:
+        request_id = result.reply_to
+        assert request_id is not None
+        future = link.pending.get(request_id)
+        if request_id in link.pings:
+            if future is not None and not future.done():
+                future.set_result(result)
+            return
+        try:
+            attachment, fresh = await self.store.attach_result(
+                request_id, result.ok, result.data, result.produced_at, utcnow()
+            )
+        except KeyError:
+            log.warning("result for unknown request %s from %s", request_id, link.agent_id)
+        else:
+            if fresh:
+                await self.audit(
+                    "diag.result", session_id=link.session_id, ticket_id=link.ticket_id,
+                    agent_id=link.agent_id,
+                    details={"request_id": request_id, "attachment": attachment.id,
+                             "ok": result.ok},
+                )
+        link.machine.ack(request_id)
+        await link.flush()
+        if future is not None and not future.done():
+            future.set_result(result)
+
+    async def end_session(self, link: AgentLink, reason: str, *, by: str) -> None:
+        """Close a live session for good (customer left, expiry, technician)."""
+        self.links.pop(link.session_id, None)
+        link.drop()
+        await self.store.end_session(link.session_id, reason, utcnow())
+        await self.audit("agent.left" if by == "agent" else "session.ended",
+                         session_id=link.session_id, ticket_id=link.ticket_id,
+                         agent_id=link.agent_id, actor=by, details={"reason": reason})
+
+    async def expire_grants(self) -> None:
+        """End sessions whose grant ran out; runs for the life of the server."""
+        while True:
+            await asyncio.sleep(1.0)
+            now = utcnow()
+            for link in [link for link in self.links.values() if link.expires_at <= now]:
+                link.machine.end("grant expired")
+                with contextlib.suppress(ConnectionClosed):
+                    await link.flush()
+                    await link.connection.close()
+                await self.end_session(link, "grant expired", by="controller")
+
+    def link_for_ticket(self, ticket_id: int) -> AgentLink | None:
+        """The most recent connected session on a ticket."""
+        found = [link for link in self.links.values() if link.ticket_id == ticket_id]
+        return found[-1] if found else None
+
+
+CODE_MESSAGES = {
+    "unknown": "this session code is not valid: check it with your technician",
+    "expired": "this session code has expired: ask your technician for a new one",
+    "used": "this session code was already used: ask your technician for a new one",
+}
+
+
+async def run_server(home: ControllerHome, listen: tuple[str, int] | None = None,
+                     ready: asyncio.Event | None = None) -> None:
+    """Serve until SIGINT/SIGTERM; migrate the store first."""
+    config = home.load()
+    store = await Store.open(config.database)
+    await store.migrate()
+    controller = Controller(home, store, name=config.name)
+    host, port = listen or (config.listen_host, config.listen_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    server: Server
+    async with serve(
+        controller.handle,
+        host,
+        port,
+        ssl=server_context(home.cert_path, home.key_path),
+        process_request=controller.process_request,
+        max_size=codec.API_MAX_FRAME,
+        ping_interval=HEARTBEAT_SECONDS,
+        ping_timeout=HEARTBEAT_SECONDS,
+        server_header="helpline",
+    ) as server:
+        bound = [sock.getsockname() for sock in server.sockets]
+        log.info("helpline controller %s listening on %s", config.name, bound)
+        print(f"helpline: serving on wss://{host}:{port} (agents dial {config.url})", flush=True)
+        expiry = asyncio.create_task(controller.expire_grants())
+        await stop.wait()
+        expiry.cancel()
+    await store.close()
+

@@ -1,0 +1,1 @@
+"""Alembic migrations for the controller store; run through ``Store.migrate``."""

@@ -1,0 +1,800 @@
+"""The controller's persistent state behind one async API: ``Store``.
+
+The store owns the engine, its connection settings, schema migration and every query the
+controller makes; it hands out frozen dataclasses, never ORM rows, so callers cannot touch
+the database behind its back. The same code runs on SQLite (embedded default) and
+PostgreSQL (scale-out). Each method is one short transaction and takes ``now`` from the
+caller, so time is never read behind a test's back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, event, select, text, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from controller.store.schema import (
+    AgentRow,
+    AttachmentRow,
+    AuditEventRow,
+    CodeRow,
+    RequestRow,
+    SessionRow,
+    TicketRow,
+    UserRow,
+)
+
+MIGRATIONS: Final = Path(__file__).resolve().parent / "migrations"
+ROLES: Final = frozenset({"admin", "technician", "auditor"})
+LEVELS: Final = frozenset({"L1", "L2", "L3"})
+PRIORITIES: Final = frozenset({"P1", "P2", "P3", "P4"})
+
+# Marks the connections of write transactions; see ``create_engine``.
+_WRITE: Final = "helpline_write"
+# Any fixed 64-bit key: it only has to be the same for every replica of this controller.
+_MIGRATION_LOCK: Final = 0x68656C706C696E65  # "helpline"
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    name: str
+    role: str
+    level: str | None
+    public_key: str
+    fingerprint: str
+    created_at: datetime
+    removed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Ticket:
+    id: int
+    title: str
+    customer: str
+    priority: str
+    state: str
+    opened_by: str
+    created_at: datetime
+
+    @property
+    def ref(self) -> str:
+        """The ticket as people write it: ``T-<id>``."""
+        return f"T-{self.id}"
+
+
+@dataclass(frozen=True)
+class Code:
+    code_hash: bytes
+    ticket_id: int
+    issued_by: str
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Agent:
+    id: str
+    public_key: str
+    hostname: str
+    platform: str
+    first_seen: datetime
+    last_seen: datetime
+
+
+@dataclass(frozen=True)
+class Session:
+    id: str
+    ticket_id: int
+    agent_id: str
+    technician: str
+    scopes: tuple[str, ...]
+    state: str
+    created_at: datetime
+    expires_at: datetime
+    ended_at: datetime | None
+    end_reason: str | None
+
+
+@dataclass(frozen=True)
+class Request:
+    id: str
+    session_id: str
+    ticket_id: int
+    kind: str
+    requested_by: str
+    created_at: datetime
+    answered_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Attachment:
+    id: int
+    ticket_id: int
+    session_id: str | None
+    request_id: str | None
+    kind: str
+    ok: bool
+    data: dict[str, Any]
+    created_at: datetime
+    produced_at: datetime | None
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    id: int
+    at: datetime
+    type: str
+    actor: str | None
+    role: str | None
+    source: str | None
+    ticket_id: int | None
+    session_id: str | None
+    agent_id: str | None
+    details: dict[str, Any]
+
+
+RefusalReason = Literal["unknown", "expired", "used"]
+
+_REFUSALS: Final[dict[str, str]] = {
+    "unknown": "no such session code was issued",
+    "expired": "the session code has expired",
+    "used": "the session code has already been used",
+}
+
+
+class CodeRefused(Exception):
+    """A session code could not be consumed; ``reason`` says why."""
+
+    def __init__(self, reason: RefusalReason) -> None:
+        self.reason: RefusalReason = reason
+        super().__init__(_REFUSALS[reason])
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An async engine for ``url`` with the connection settings the store relies on."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return _create_async_engine(url)
+    database = parsed.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        # Each pooled connection would see its own empty database.
+        raise ValueError(f"the store needs a SQLite file path, not {url!r}")
+    Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = _create_async_engine(url)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        # Take BEGIN away from the driver so that SQLAlchemy emits it (below): the driver's
+        # legacy mode never begins before SELECT or DDL, which breaks savepoints and
+        # transactional migrations.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            # WAL lets readers run alongside the one writer; busy_timeout makes writers
+            # queue instead of failing at once.
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=5000")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        # A deferred transaction that reads and then writes fails with SQLITE_BUSY (which
+        # busy_timeout cannot wait out) when another writer committed in between, so write
+        # transactions take the write lock up front. Reads stay deferred and concurrent.
+        if connection.get_execution_options().get(_WRITE):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            connection.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+def alembic_config(url: str) -> Config:
+    """An Alembic configuration for the packaged migrations, independent of the cwd."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("path_separator", "os")
+    # ConfigParser interpolates '%', which URL-encoded passwords contain.
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+class Store:
+    """The controller's database: users, tickets, codes, agents, sessions, results, audit."""
+
+    def __init__(self, url: str, engine: AsyncEngine) -> None:
+        self.url = url
+        self._engine = engine
+        self._write_engine = engine.execution_options(**{_WRITE: True})
+        self._read = async_sessionmaker(engine, expire_on_commit=False)
+        self._write = async_sessionmaker(self._write_engine, expire_on_commit=False)
+
+    @classmethod
+    async def open(cls, url: str) -> Store:
+        """Connect to ``url`` and check that the database answers; does not migrate."""
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except BaseException:
+            await engine.dispose()
+            raise
+        return cls(url, engine)
+
+    async def migrate(self) -> None:
+        """Bring the schema to the newest revision; a no-op when it is already there."""
+        async with self._write_engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Replicas starting together must not race to create the same tables.
+                await connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK}
+                )
+            await connection.run_sync(self._upgrade)
+
+    def _upgrade(self, connection: Connection) -> None:
+        config = alembic_config(self.url)
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+    async def close(self) -> None:
+        """Release every pooled connection."""
+        await self._engine.dispose()
+
+    # users
+
+    async def add_user(
+        self,
+        name: str,
+        role: str,
+        level: str | None,
+        public_key: str,
+        fingerprint: str,
+        now: datetime,
+    ) -> User:
+        """Enrol a user; names and key fingerprints are unique among active users."""
+        _check_role(role, level)
+        try:
+            async with self._write() as s, s.begin():
+                clash = await s.scalar(
+                    select(UserRow).where(
+                        UserRow.removed_at.is_(None),
+                        (UserRow.name == name) | (UserRow.fingerprint == fingerprint),
+                    )
+                )
+                if clash is not None:
+                    raise ValueError(_user_clash(clash, name))
+                row = UserRow(
+                    name=name,
+                    role=role,
+                    level=level,
+                    public_key=public_key,
+                    fingerprint=fingerprint,
+                    created_at=now,
+                )
+                s.add(row)
+        except IntegrityError as exc:
+            # Another controller enrolled the same name or key between check and insert.
+            raise ValueError(f"user {name!r} or key {fingerprint} is already enrolled") from exc
+        return _user(row)
+
+    async def remove_user(self, name: str, now: datetime) -> User | None:
+        """Mark an active user removed (the row stays for the record); None if none."""
+        async with self._write() as s, s.begin():
+            row = await s.scalar(
+                update(UserRow)
+                .where(UserRow.name == name, UserRow.removed_at.is_(None))
+                .values(removed_at=now)
+                .returning(UserRow)
+            )
+            return None if row is None else _user(row)
+
+    async def user_by_fingerprint(self, fingerprint: str) -> User | None:
+        """The active user whose key has this fingerprint, if any."""
+        async with self._read() as s:
+            row = await s.scalar(
+                select(UserRow).where(
+                    UserRow.fingerprint == fingerprint, UserRow.removed_at.is_(None)
+                )
+            )
+            return None if row is None else _user(row)
+
+    async def user_by_name(self, name: str) -> User | None:
+        """The active user with this name, if any."""
+        async with self._read() as s:
+            row = await s.scalar(
+                select(UserRow).where(UserRow.name == name, UserRow.removed_at.is_(None))
+            )
+            return None if row is None else _user(row)
+
+    async def list_users(self, *, include_removed: bool = False) -> list[User]:
+        """Users in enrolment order; removed ones only when asked for."""
+        query = select(UserRow).order_by(UserRow.id)
+        if not include_removed:
+            query = query.where(UserRow.removed_at.is_(None))
+        async with self._read() as s:
+            return [_user(row) for row in await s.scalars(query)]
+
+    # tickets
+
+    async def open_ticket(
+        self, title: str, customer: str, priority: str, opened_by: str, now: datetime
+    ) -> Ticket:
+        """Open a ticket in state ``open``."""
+        if priority not in PRIORITIES:
+            raise ValueError(f"priority must be one of {sorted(PRIORITIES)}, not {priority!r}")
+        row = TicketRow(
+            title=title,
+            customer=customer,
+            priority=priority,
+            state="open",
+            opened_by=opened_by,
+            created_at=now,
+        )
+        async with self._write() as s, s.begin():
+            s.add(row)
+        return _ticket(row)
+
+    async def get_ticket(self, ticket_id: int) -> Ticket | None:
+        """The ticket with this id, if any."""
+        async with self._read() as s:
+            row = await s.get(TicketRow, ticket_id)
+            return None if row is None else _ticket(row)
+
+    async def list_tickets(self) -> list[Ticket]:
+        """Every ticket, newest first."""
+        query = select(TicketRow).order_by(TicketRow.created_at.desc(), TicketRow.id.desc())
+        async with self._read() as s:
+            return [_ticket(row) for row in await s.scalars(query)]
+
+    # session codes
+
+    async def add_code(
+        self,
+        code_hash: bytes,
+        ticket_id: int,
+        issued_by: str,
+        now: datetime,
+        expires_at: datetime,
+    ) -> Code:
+        """Store the hash of a freshly issued code for a ticket."""
+        row = CodeRow(
+            code_hash=code_hash,
+            ticket_id=ticket_id,
+            issued_by=issued_by,
+            created_at=now,
+            expires_at=expires_at,
+        )
+        try:
+            async with self._write() as s, s.begin():
+                if await s.get(TicketRow, ticket_id) is None:
+                    raise ValueError(f"no ticket T-{ticket_id}")
+                s.add(row)
+        except IntegrityError as exc:
+            raise ValueError("a code with this hash already exists") from exc
+        return _code(row)
+
+    async def consume_code(self, code_hash: bytes, now: datetime) -> Code:
+        """Use a code once; raise ``CodeRefused`` if it is unknown, expired or used."""
+        async with self._write() as s, s.begin():
+            # One conditional UPDATE is the whole decision, so of any number of concurrent
+            # consumers (on any replica) exactly one sees a row come back.
+            row = await s.scalar(
+                update(CodeRow)
+                .where(
+                    CodeRow.code_hash == code_hash,
+                    CodeRow.used_at.is_(None),
+                    CodeRow.expires_at > now,
+                )
+                .values(used_at=now)
+                .returning(CodeRow)
+            )
+            if row is not None:
+                return _code(row)
+            existing = await s.get(CodeRow, code_hash)
+        if existing is None:
+            raise CodeRefused("unknown")
+        if existing.used_at is not None:
+            raise CodeRefused("used")
+        raise CodeRefused("expired")
+
+    # agents
+
+    async def upsert_agent(
+        self, agent_id: str, public_key: str, hostname: str, platform: str, now: datetime
+    ) -> Agent:
+        """Record an agent's first or latest appearance; its key may never change."""
+        async with self._write() as s, s.begin():
+            row = await s.get(AgentRow, agent_id)
+            if row is None:
+                fresh = AgentRow(
+                    id=agent_id,
+                    public_key=public_key,
+                    hostname=hostname,
+                    platform=platform,
+                    first_seen=now,
+                    last_seen=now,
+                )
+                try:
+                    async with s.begin_nested():
+                        s.add(fresh)
+                except IntegrityError:
+                    # Another connection inserted it first; fall through to the update.
+                    row = await s.scalar(select(AgentRow).where(AgentRow.id == agent_id))
+                    if row is None:
+                        raise
+                else:
+                    return _agent(fresh)
+            if row.public_key != public_key:
+                # The id names the key; a different key under the same id is an impostor.
+                raise ValueError(f"agent {agent_id} is known with a different public key")
+            row.hostname = hostname
+            row.platform = platform
+            row.last_seen = max(row.last_seen, now)
+            await s.flush()
+            return _agent(row)
+
+    async def get_agent(self, agent_id: str) -> Agent | None:
+        """The agent with this id, if any."""
+        async with self._read() as s:
+            row = await s.get(AgentRow, agent_id)
+            return None if row is None else _agent(row)
+
+    # sessions
+
+    async def create_session(
+        self,
+        session_id: str,
+        ticket_id: int,
+        agent_id: str,
+        technician: str,
+        scopes: Iterable[str],
+        now: datetime,
+        expires_at: datetime,
+    ) -> Session:
+        """Record a session the customer has granted; it starts ``live``."""
+        row = SessionRow(
+            id=session_id,
+            ticket_id=ticket_id,
+            agent_id=agent_id,
+            technician=technician,
+            scopes=list(scopes),
+            state="live",
+            created_at=now,
+            expires_at=expires_at,
+        )
+        try:
+            async with self._write() as s, s.begin():
+                if await s.get(TicketRow, ticket_id) is None:
+                    raise ValueError(f"no ticket T-{ticket_id}")
+                if await s.get(AgentRow, agent_id) is None:
+                    raise ValueError(f"no agent {agent_id}")
+                s.add(row)
+        except IntegrityError as exc:
+            raise ValueError(f"session {session_id} already exists") from exc
+        return _session(row)
+
+    async def get_session(self, session_id: str) -> Session | None:
+        """The session with this id, if any."""
+        async with self._read() as s:
+            row = await s.get(SessionRow, session_id)
+            return None if row is None else _session(row)
+
+    async def list_sessions(self, live_only: bool = True) -> list[Session]:
+        """Sessions in creation order; only live ones unless told otherwise."""
+        query = select(SessionRow).order_by(SessionRow.created_at, SessionRow.id)
+        if live_only:
+            query = query.where(SessionRow.state == "live")
+        async with self._read() as s:
+            return [_session(row) for row in await s.scalars(query)]
+
+    async def sessions_for_ticket(self, ticket_id: int) -> list[Session]:
+        """Every session of a ticket, in creation order."""
+        query = (
+            select(SessionRow)
+            .where(SessionRow.ticket_id == ticket_id)
+            .order_by(SessionRow.created_at, SessionRow.id)
+        )
+        async with self._read() as s:
+            return [_session(row) for row in await s.scalars(query)]
+
+    async def end_session(self, session_id: str, reason: str, now: datetime) -> Session | None:
+        """End a live session; an ended one is returned unchanged, an unknown one as None."""
+        async with self._write() as s, s.begin():
+            # The first reason to end a session is the one that stays on record.
+            row = await s.scalar(
+                update(SessionRow)
+                .where(SessionRow.id == session_id, SessionRow.state == "live")
+                .values(state="ended", ended_at=now, end_reason=reason)
+                .returning(SessionRow)
+            )
+            if row is None:
+                row = await s.get(SessionRow, session_id)
+            return None if row is None else _session(row)
+
+    # requests and their results
+
+    async def add_request(
+        self,
+        request_id: str,
+        session_id: str,
+        ticket_id: int,
+        kind: str,
+        requested_by: str,
+        now: datetime,
+    ) -> Request:
+        """Record a request sent to an agent, so its result finds the ticket later."""
+        row = RequestRow(
+            id=request_id,
+            session_id=session_id,
+            ticket_id=ticket_id,
+            kind=kind,
+            requested_by=requested_by,
+            created_at=now,
+        )
+        try:
+            async with self._write() as s, s.begin():
+                if await s.get(SessionRow, session_id) is None:
+                    raise ValueError(f"no session {session_id}")
+                s.add(row)
+        except IntegrityError as exc:
+            raise ValueError(f"request {request_id} already exists or names no ticket") from exc
+        return _request(row)
+
+    async def get_request(self, request_id: str) -> Request | None:
+        """The request with this id, if any."""
+        async with self._read() as s:
+            row = await s.get(RequestRow, request_id)
+            return None if row is None else _request(row)
+
+    async def attach_result(
+        self,
+        request_id: str,
+        ok: bool,
+        data: dict[str, Any],
+        produced_at: datetime | None,
+        now: datetime,
+    ) -> tuple[Attachment, bool]:
+        """Attach a request's result to its ticket once; True if this call stored it.
+
+        A redelivered result (agent outbox replay, reconnect) returns the attachment already
+        stored and False. Raises ``KeyError`` for a request this controller never made.
+        """
+        async with self._write() as s, s.begin():
+            request = await s.get(RequestRow, request_id)
+            if request is None:
+                raise KeyError(request_id)
+            row = AttachmentRow(
+                ticket_id=request.ticket_id,
+                session_id=request.session_id,
+                request_id=request_id,
+                kind=request.kind,
+                ok=ok,
+                data=data,
+                created_at=now,
+                produced_at=produced_at,
+            )
+            try:
+                # The savepoint keeps the transaction usable on PostgreSQL after the
+                # unique violation, so the winner's row can be read back here.
+                async with s.begin_nested():
+                    s.add(row)
+            except IntegrityError:
+                existing = await s.scalar(
+                    select(AttachmentRow).where(AttachmentRow.request_id == request_id)
+                )
+                if existing is None:
+                    raise
+                return _attachment(existing), False
+            if request.answered_at is None:
+                request.answered_at = now
+            return _attachment(row), True
+
+    async def attachments(self, ticket_id: int) -> list[Attachment]:
+        """A ticket's attachments, oldest first."""
+        query = (
+            select(AttachmentRow)
+            .where(AttachmentRow.ticket_id == ticket_id)
+            .order_by(AttachmentRow.id)
+        )
+        async with self._read() as s:
+            return [_attachment(row) for row in await s.scalars(query)]
+
+    # audit
+
+    async def audit(
+        self,
+        type: str,
+        *,
+        now: datetime,
+        actor: str | None = None,
+        role: str | None = None,
+        source: str | None = None,
+        ticket_id: int | None = None,
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> AuditEvent:
+        """Append one event to the audit log."""
+        row = AuditEventRow(
+            at=now,
+            type=type,
+            actor=actor,
+            role=role,
+            source=source,
+            ticket_id=ticket_id,
+            session_id=session_id,
+            agent_id=agent_id,
+            details=dict(details or {}),
+        )
+        async with self._write() as s, s.begin():
+            s.add(row)
+        return _audit_event(row)
+
+    async def audit_events(
+        self,
+        *,
+        type: str | None = None,
+        ticket_id: int | None = None,
+        session_id: str | None = None,
+        limit: int = 1000,
+    ) -> list[AuditEvent]:
+        """Audit events in the order they were appended, optionally filtered."""
+        query = select(AuditEventRow).order_by(AuditEventRow.id).limit(limit)
+        if type is not None:
+            query = query.where(AuditEventRow.type == type)
+        if ticket_id is not None:
+            query = query.where(AuditEventRow.ticket_id == ticket_id)
+        if session_id is not None:
+            query = query.where(AuditEventRow.session_id == session_id)
+        async with self._read() as s:
+            return [_audit_event(row) for row in await s.scalars(query)]
+
+
+def _check_role(role: str, level: str | None) -> None:
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {sorted(ROLES)}, not {role!r}")
+    if role == "technician" and level not in LEVELS:
+        raise ValueError(f"a technician needs a level of {sorted(LEVELS)}, not {level!r}")
+    if role != "technician" and level is not None:
+        raise ValueError(f"only technicians have a level; {role} was given {level!r}")
+
+
+def _user_clash(row: UserRow, name: str) -> str:
+    if row.name == name:
+        return f"a user named {name!r} is already enrolled"
+    return f"this key ({row.fingerprint}) is already enrolled for user {row.name!r}"
+
+
+def _user(row: UserRow) -> User:
+    return User(
+        id=row.id,
+        name=row.name,
+        role=row.role,
+        level=row.level,
+        public_key=row.public_key,
+        fingerprint=row.fingerprint,
+        created_at=row.created_at,
+        removed_at=row.removed_at,
+    )
+
+
+def _ticket(row: TicketRow) -> Ticket:
+    return Ticket(
+        id=row.id,
+        title=row.title,
+        customer=row.customer,
+        priority=row.priority,
+        state=row.state,
+        opened_by=row.opened_by,
+        created_at=row.created_at,
+    )
+
+
+def _code(row: CodeRow) -> Code:
+    return Code(
+        code_hash=row.code_hash,
+        ticket_id=row.ticket_id,
+        issued_by=row.issued_by,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        used_at=row.used_at,
+    )
+
+
+def _agent(row: AgentRow) -> Agent:
+    return Agent(
+        id=row.id,
+        public_key=row.public_key,
+        hostname=row.hostname,
+        platform=row.platform,
+        first_seen=row.first_seen,
+        last_seen=row.last_seen,
+    )
+
+
+def _session(row: SessionRow) -> Session:
+    return Session(
+        id=row.id,
+        ticket_id=row.ticket_id,
+        agent_id=row.agent_id,
+        technician=row.technician,
+        scopes=tuple(row.scopes),
+        state=row.state,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        ended_at=row.ended_at,
+        end_reason=row.end_reason,
+    )
+
+
+def _request(row: RequestRow) -> Request:
+    return Request(
+        id=row.id,
+        session_id=row.session_id,
+        ticket_id=row.ticket_id,
+        kind=row.kind,
+        requested_by=row.requested_by,
+        created_at=row.created_at,
+        answered_at=row.answered_at,
+    )
+
+
+def _attachment(row: AttachmentRow) -> Attachment:
+    return Attachment(
+        id=row.id,
+        ticket_id=row.ticket_id,
+        session_id=row.session_id,
+        request_id=row.request_id,
+        kind=row.kind,
+        ok=row.ok,
+        data=row.data,
+        created_at=row.created_at,
+        produced_at=row.produced_at,
+    )
+
+
+def _audit_event(row: AuditEventRow) -> AuditEvent:
+    return AuditEvent(
+        id=row.id,
+        at=row.at,
+        type=row.type,
+        actor=row.actor,
+        role=row.role,
+        source=row.source,
+        ticket_id=row.ticket_id,
+        session_id=row.session_id,
+        agent_id=row.agent_id,
+        details=row.details,
+    )
+
+
+__all__ = [
+    "Agent",
+    "Attachment",
+    "AuditEvent",
+    "Code",
+    "CodeRefused",
+    "Request",
+    "Session",
+    "Store",
+    "Ticket",
+    "User",
+    "alembic_config",
+    "create_engine",
+]

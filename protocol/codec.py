@@ -1,0 +1,37 @@
+"""Frames to messages and back, with a hard size limit checked before any parsing."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from pydantic import TypeAdapter, ValidationError
+
+from protocol.errors import FrameTooLarge, MalformedFrame, UnknownMessageType
+from protocol.messages import Message
+
+#: Agent frames carry snapshots and results; 1 MiB is far above any real one.
+AGENT_MAX_FRAME: Final = 1 << 20
+#: API replies may carry a whole ticket with its attachments.
+API_MAX_FRAME: Final = 8 << 20
+
+_ADAPTER: Final[TypeAdapter[Message]] = TypeAdapter(Message)
+
+
+def encode(message: Message) -> str:
+    """Serialise one message to its JSON frame."""
+    return message.model_dump_json()
+
+
+def decode(frame: str | bytes, max_size: int = AGENT_MAX_FRAME) -> Message:
+    """Parse one frame, refusing anything oversized, malformed or of unknown type."""
+    if len(frame) > max_size:
+        raise FrameTooLarge(f"frame of {len(frame)} bytes exceeds the limit of {max_size}")
+    try:
+        return _ADAPTER.validate_json(frame)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        first = errors[0] if errors else {"type": "unknown", "msg": str(exc), "loc": ()}
+        if first["type"] == "union_tag_invalid":
+            raise UnknownMessageType(f"unknown message type: {first['msg']}") from None
+        where = ".".join(str(part) for part in first["loc"]) or "frame"
+        raise MalformedFrame(f"{where}: {first['msg']}") from None

@@ -1,0 +1,296 @@
+"""The agent channel as two sans-I/O machines: one per side of the same conversation.
+
+::
+
+    agent                                   controller
+      │            ◄── hello(challenge)         │  SENT_HELLO
+      │ join(code, key, sig) ──►                │  CHECKING   (driver: code valid?)
+      │            ◄── consent_request          │  AWAIT_CONSENT
+      │ consent_answer(yes/no) ──►              │  DECIDING   (driver: create session)
+      │            ◄── session_started          │  LIVE
+      │            ◄── ping / diag_request      │
+      │ result ──►                              │
+      │            ◄── ack                      │
+      │ end ──►  or  ◄── end                    │  ENDED
+
+A reconnect replaces ``join`` + consent with ``resume(session_id, key, sig)``. Either side
+may send ``error`` (and fail) or ``end`` at any point.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import ClassVar
+
+from protocol import signing
+from protocol.errors import AuthError, RemoteProtocolError
+from protocol.machine import Machine
+from protocol.messages import (
+    Ack,
+    AgentInfo,
+    ConsentAnswer,
+    ConsentRequest,
+    DiagRequest,
+    Hello,
+    Join,
+    Message,
+    Ping,
+    Result,
+    Resume,
+    SessionStarted,
+)
+
+# -- events -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConsentNeeded:
+    """Agent: ask the customer; answer with :meth:`AgentSession.answer_consent`."""
+
+    request: ConsentRequest
+
+
+@dataclass(frozen=True)
+class SessionLive:
+    """Agent: the session is live (``started.resumed`` after a reconnect)."""
+
+    started: SessionStarted
+
+
+@dataclass(frozen=True)
+class RequestReceived:
+    """Agent: the controller asks for something; answer with :meth:`AgentSession.reply`."""
+
+    request: Ping | DiagRequest
+
+
+@dataclass(frozen=True)
+class Acknowledged:
+    """Agent: the controller stored the result of ``request_id``."""
+
+    request_id: str
+
+
+@dataclass(frozen=True)
+class JoinRequested:
+    """Controller: a verified agent key wants to redeem ``code``."""
+
+    code: str
+    public_key: str
+    agent: AgentInfo
+
+
+@dataclass(frozen=True)
+class ResumeRequested:
+    """Controller: a verified agent key wants to resume ``session_id``."""
+
+    session_id: str
+    public_key: str
+
+
+@dataclass(frozen=True)
+class ConsentDecided:
+    """Controller: the customer answered."""
+
+    granted: bool
+
+
+@dataclass(frozen=True)
+class ResultReceived:
+    """Controller: a result for request ``result.reply_to`` arrived."""
+
+    result: Result
+
+
+# -- agent side -------------------------------------------------------------------------
+
+
+class AgentState(enum.Enum):
+    AWAIT_HELLO = "await_hello"
+    AWAIT_CONSENT_REQUEST = "await_consent_request"
+    ASKING_CUSTOMER = "asking_customer"
+    AWAIT_SESSION = "await_session"
+    LIVE = "live"
+    ENDED = "ended"
+    FAILED = "failed"
+
+
+class AgentSession(Machine[AgentState]):
+    """The agent's view. ``sign(challenge) -> signature`` keeps the key out of here."""
+
+    _TABLE: ClassVar = {
+        (AgentState.AWAIT_HELLO, "hello"): "_on_hello",
+        (AgentState.AWAIT_CONSENT_REQUEST, "consent_request"): "_on_consent_request",
+        # a resume skips consent: the grant already exists
+        (AgentState.AWAIT_SESSION, "session_started"): "_on_session_started",
+        (AgentState.LIVE, "ping"): "_on_request",
+        (AgentState.LIVE, "diag_request"): "_on_request",
+        (AgentState.LIVE, "ack"): "_on_ack",
+    }
+    _ENDED = AgentState.ENDED
+    _FAILED = AgentState.FAILED
+
+    def __init__(
+        self,
+        *,
+        public_key: str,
+        sign: Callable[[str], str],
+        agent: AgentInfo,
+        code: str | None = None,
+        session_id: str | None = None,
+    ) -> None:
+        if (code is None) == (session_id is None):
+            raise ValueError("give exactly one of code (join) or session_id (resume)")
+        super().__init__(AgentState.AWAIT_HELLO)
+        self._public_key = public_key
+        self._sign = sign
+        self._agent = agent
+        self._code = code
+        self.session_id = session_id
+
+    def _on_hello(self, message: Message) -> list[object]:
+        assert isinstance(message, Hello)
+        signature = self._sign(message.challenge)
+        if self._code is not None:
+            self._send([Join(code=self._code, public_key=self._public_key,
+                             signature=signature, agent=self._agent)])
+            self.state = AgentState.AWAIT_CONSENT_REQUEST
+        else:
+            assert self.session_id is not None
+            self._send([Resume(session_id=self.session_id, public_key=self._public_key,
+                               signature=signature)])
+            self.state = AgentState.AWAIT_SESSION
+        return []
+
+    def _on_consent_request(self, message: Message) -> list[object]:
+        assert isinstance(message, ConsentRequest)
+        self.state = AgentState.ASKING_CUSTOMER
+        return [ConsentNeeded(message)]
+
+    def answer_consent(self, granted: bool) -> None:
+        """Send the customer's answer; a no ends the conversation."""
+        self._expect(AgentState.ASKING_CUSTOMER)
+        self._send([ConsentAnswer(granted=granted)])
+        self.state = AgentState.AWAIT_SESSION if granted else AgentState.ENDED
+
+    def _on_session_started(self, message: Message) -> list[object]:
+        assert isinstance(message, SessionStarted)
+        self.session_id = message.session_id
+        self.state = AgentState.LIVE
+        return [SessionLive(message)]
+
+    def _on_request(self, message: Message) -> list[object]:
+        assert isinstance(message, Ping | DiagRequest)
+        return [RequestReceived(message)]
+
+    def _on_ack(self, message: Message) -> list[object]:
+        assert isinstance(message, Ack)
+        return [Acknowledged(message.request_id)]
+
+    def reply(self, result: Result) -> None:
+        """Queue a result (built by the driver, which also keeps it in the outbox)."""
+        self._expect(AgentState.LIVE)
+        self._send([result])
+
+
+# -- controller side --------------------------------------------------------------------
+
+
+class ControllerState(enum.Enum):
+    SENT_HELLO = "sent_hello"
+    CHECKING = "checking"
+    AWAIT_CONSENT = "await_consent"
+    DECIDING = "deciding"
+    LIVE = "live"
+    ENDED = "ended"
+    FAILED = "failed"
+
+
+class ControllerSession(Machine[ControllerState]):
+    """The controller's view of one agent connection."""
+
+    _TABLE: ClassVar = {
+        (ControllerState.SENT_HELLO, "join"): "_on_join",
+        (ControllerState.SENT_HELLO, "resume"): "_on_resume",
+        (ControllerState.AWAIT_CONSENT, "consent_answer"): "_on_consent",
+        (ControllerState.LIVE, "result"): "_on_result",
+    }
+    _ENDED = ControllerState.ENDED
+    _FAILED = ControllerState.FAILED
+
+    def __init__(self, *, challenge: str, cert_sha256: str, controller: str, now: datetime):
+        super().__init__(ControllerState.SENT_HELLO)
+        self._challenge = challenge
+        self._cert = cert_sha256
+        self.public_key: str | None = None
+        self.session_id: str | None = None
+        self._send([Hello(challenge=challenge, controller=controller, server_time=now)])
+
+    def _verify(self, public_key: str, signature: str) -> bool:
+        try:
+            signing.verify_agent(public_key, signature, self._challenge, self._cert)
+        except AuthError as exc:
+            self.fail(exc)
+            return False
+        self.public_key = public_key
+        self.state = ControllerState.CHECKING
+        return True
+
+    def _on_join(self, message: Message) -> list[object]:
+        assert isinstance(message, Join)
+        if not self._verify(message.public_key, message.signature):
+            return []
+        return [JoinRequested(message.code, message.public_key, message.agent)]
+
+    def _on_resume(self, message: Message) -> list[object]:
+        assert isinstance(message, Resume)
+        if not self._verify(message.public_key, message.signature):
+            return []
+        return [ResumeRequested(message.session_id, message.public_key)]
+
+    def ask_consent(self, request: ConsentRequest) -> None:
+        """The code checked out: put the question to the customer."""
+        self._expect(ControllerState.CHECKING)
+        self._send([request])
+        self.state = ControllerState.AWAIT_CONSENT
+
+    def _on_consent(self, message: Message) -> list[object]:
+        assert isinstance(message, ConsentAnswer)
+        self.state = ControllerState.DECIDING if message.granted else ControllerState.ENDED
+        return [ConsentDecided(message.granted)]
+
+    def start(self, started: SessionStarted) -> None:
+        """Consent given (or resume verified): the session is live."""
+        self._expect(ControllerState.CHECKING, ControllerState.DECIDING)
+        self.session_id = started.session_id
+        self._send([started])
+        self.state = ControllerState.LIVE
+
+    def refuse(self, code: str, message: str) -> None:
+        """Refuse a join or resume with a reason the agent can show."""
+        self.fail(_Refusal(code, message))
+
+    def send_request(self, request: Ping | DiagRequest) -> None:
+        """Ask the live agent for something."""
+        self._expect(ControllerState.LIVE)
+        self._send([request])
+
+    def _on_result(self, message: Message) -> list[object]:
+        assert isinstance(message, Result)
+        if message.reply_to is None:
+            raise RemoteProtocolError("a result must name the request it answers")
+        return [ResultReceived(message)]
+
+    def ack(self, request_id: str) -> None:
+        """Tell the agent a result is stored and may leave its outbox."""
+        self._expect(ControllerState.LIVE)
+        self._send([Ack(request_id=request_id)])
+
+
+class _Refusal(RemoteProtocolError):
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
