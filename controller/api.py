@@ -289,14 +289,14 @@ class Api:
 
     async def code_issue(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
         ticket = await self._ticket(params)
-        minutes = params.get("minutes", 10)
-        if not isinstance(minutes, int) or not 1 <= minutes <= 24 * 60:
-            raise ApiError("bad_request", "minutes must be a whole number from 1 to 1440")
+        seconds = params.get("seconds", 600)
+        if not isinstance(seconds, int) or not 1 <= seconds <= 86_400:
+            raise ApiError("bad_request", "a code lives from 1 second to 24 hours")
         code = codes.new_code()
         canonical = codes.normalise(code)
         assert canonical is not None
         now = utcnow()
-        expires_at = now + timedelta(minutes=minutes)
+        expires_at = now + timedelta(seconds=seconds)
         await self.store.add_code(
             codes.code_hash(self.controller.pepper, canonical), ticket.id, caller.user.name,
             now, expires_at,

@@ -107,12 +107,12 @@ class Signer:
             if path.endswith(".pub"):
                 return await self._via_agent(asyncssh, path, data)
             keypair = asyncssh.load_keypairs([path])[0]
-        except (OSError, asyncssh.KeyImportError, IndexError) as exc:
+        except (OSError, asyncssh.KeyImportError, ValueError, IndexError) as exc:
             raise ClientError("auth_failed", f"cannot load SSH key {path}: {exc}") from None
         if keypair.algorithm == b"ssh-rsa":
             keypair.set_sig_algorithm(b"rsa-sha2-256")
         signature = keypair.sign(data)
-        public = asyncssh.import_public_key(keypair.public_data).export_public_key().decode()
+        public = asyncssh.public_key.decode_ssh_public_key(keypair.public_data).export_public_key().decode()
         return public, signing.b64e(signature)
 
     async def _via_agent(self, asyncssh: Any, path: str, data: bytes) -> tuple[str, str]:

@@ -57,6 +57,15 @@ def run_client(home: Path | None, work: Callable[[Connection], Awaitable[T]]) ->
         fail("pin_mismatch", str(exc))
 
 
+def parse_duration(text: str) -> int:
+    """``90``, ``30s``, ``10m``, ``2h`` to seconds; a clear usage error otherwise."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    if not number.isdigit() or int(number) == 0:
+        fail("bad_request", f"not a duration: {text!r} (use e.g. 30s, 10m, 2h)")
+    return int(number) * units[unit]
+
+
 # -- controller setup -----------------------------------------------------------------
 
 
@@ -231,12 +240,13 @@ def ticket_show(ticket: TicketArg, home: HomeOpt = None, as_json: JsonOpt = Fals
 @app.command()
 def code(
     ticket: TicketArg,
-    minutes: Annotated[int, typer.Option(help="Lifetime of the code.")] = 10,
+    lifetime: Annotated[str, typer.Option(help="How long the code is valid: 30s, 10m, 1h.")] = "10m",
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Issue a single-use session code for a ticket; read it to the customer."""
-    data = run_client(home, lambda c: c.call("code.issue", {"ticket": ticket, "minutes": minutes}))
+    seconds = parse_duration(lifetime)
+    data = run_client(home, lambda c: c.call("code.issue", {"ticket": ticket, "seconds": seconds}))
     emit(data, as_json, lambda d: stdout.print(
         f"session code for {d['ticket']}: [bold]{d['code']}[/] "
         f"(single use, expires {d['expires_at'][11:19]} UTC)\n"

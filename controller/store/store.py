@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, overload
 
 from alembic import command
 from alembic.config import Config
@@ -681,6 +681,15 @@ def _user_clash(row: UserRow, name: str) -> str:
     return f"this key ({row.fingerprint}) is already enrolled for user {row.name!r}"
 
 
+@overload
+def _utc(value: datetime) -> datetime: ...
+@overload
+def _utc(value: None) -> None: ...
+def _utc(value: datetime | None) -> datetime | None:
+    # Rows just written still hold the caller's datetimes, in whatever zone they came.
+    return None if value is None else value.astimezone(UTC)
+
+
 def _user(row: UserRow) -> User:
     return User(
         id=row.id,
@@ -689,8 +698,8 @@ def _user(row: UserRow) -> User:
         level=row.level,
         public_key=row.public_key,
         fingerprint=row.fingerprint,
-        created_at=row.created_at,
-        removed_at=row.removed_at,
+        created_at=_utc(row.created_at),
+        removed_at=_utc(row.removed_at),
     )
 
 
@@ -702,7 +711,7 @@ def _ticket(row: TicketRow) -> Ticket:
         priority=row.priority,
         state=row.state,
         opened_by=row.opened_by,
-        created_at=row.created_at,
+        created_at=_utc(row.created_at),
     )
 
 
@@ -711,9 +720,9 @@ def _code(row: CodeRow) -> Code:
         code_hash=row.code_hash,
         ticket_id=row.ticket_id,
         issued_by=row.issued_by,
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-        used_at=row.used_at,
+        created_at=_utc(row.created_at),
+        expires_at=_utc(row.expires_at),
+        used_at=_utc(row.used_at),
     )
 
 
@@ -723,8 +732,8 @@ def _agent(row: AgentRow) -> Agent:
         public_key=row.public_key,
         hostname=row.hostname,
         platform=row.platform,
-        first_seen=row.first_seen,
-        last_seen=row.last_seen,
+        first_seen=_utc(row.first_seen),
+        last_seen=_utc(row.last_seen),
     )
 
 
@@ -736,9 +745,9 @@ def _session(row: SessionRow) -> Session:
         technician=row.technician,
         scopes=tuple(row.scopes),
         state=row.state,
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-        ended_at=row.ended_at,
+        created_at=_utc(row.created_at),
+        expires_at=_utc(row.expires_at),
+        ended_at=_utc(row.ended_at),
         end_reason=row.end_reason,
     )
 
@@ -750,8 +759,8 @@ def _request(row: RequestRow) -> Request:
         ticket_id=row.ticket_id,
         kind=row.kind,
         requested_by=row.requested_by,
-        created_at=row.created_at,
-        answered_at=row.answered_at,
+        created_at=_utc(row.created_at),
+        answered_at=_utc(row.answered_at),
     )
 
 
@@ -764,15 +773,15 @@ def _attachment(row: AttachmentRow) -> Attachment:
         kind=row.kind,
         ok=row.ok,
         data=row.data,
-        created_at=row.created_at,
-        produced_at=row.produced_at,
+        created_at=_utc(row.created_at),
+        produced_at=_utc(row.produced_at),
     )
 
 
 def _audit_event(row: AuditEventRow) -> AuditEvent:
     return AuditEvent(
         id=row.id,
-        at=row.at,
+        at=_utc(row.at),
         type=row.type,
         actor=row.actor,
         role=row.role,

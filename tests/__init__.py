@@ -1,0 +1,1 @@
+"""helpline's tests; a package so that shared helpers import as ``tests.<module>``."""

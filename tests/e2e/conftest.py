@@ -1,0 +1,192 @@
+"""Real processes over real TLS on 127.0.0.1: a controller, agents, and the CLI.
+
+Nothing here is mocked: ``helpline init`` writes a home, ``helpline serve`` runs as its
+own process on a free port, agents run as ``helpline-agent`` processes with their own
+state directories, and every check goes through the technician CLI with ``--json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import scaled
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(predicate: Callable[[], Any], seconds: float, what: str) -> Any:
+    """Poll ``predicate`` until it returns something truthy; bounded in time."""
+    deadline = time.monotonic() + scaled(seconds)
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {scaled(seconds):g} s waiting for {what}")
+
+
+@dataclass
+class Agent:
+    process: subprocess.Popen[str]
+    home: Path
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def wait(self, seconds: float = 15) -> int:
+        return self.process.wait(scaled(seconds))
+
+
+@dataclass
+class Controller:
+    """A controller home plus its running ``helpline serve`` process."""
+
+    home: Path
+    port: int
+    tmp: Path
+    env: dict[str, str]
+    process: subprocess.Popen[str] | None = None
+    agents: list[Agent] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"wss://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = open(self.tmp / "controller.log", "a")  # noqa: SIM115 - lives with the process
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "controller", "serve", "--home", str(self.home)],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, text=True,
+        )
+        wait_until(self._listening, 20, "the controller to listen")
+
+    def _listening(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"controller exited: {self.log()}")
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    def log(self) -> str:
+        path = self.tmp / "controller.log"
+        return path.read_text() if path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crash."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(scaled(10))
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(scaled(10))
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    def cli(self, *args: str, check: bool = True, input: str | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the real ``helpline`` CLI against this controller."""
+        result = subprocess.run(
+            [sys.executable, "-m", "controller", *args],
+            env=env or self.env, capture_output=True, text=True, input=input,
+            timeout=scaled(60),
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"helpline {' '.join(args)} exited {result.returncode}\n"
+                f"stdout: {result.stdout}\nstderr: {result.stderr}"
+            )
+        return result
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.cli(*args, "--json").stdout)
+
+    def agent_config(self) -> Path:
+        path = self.tmp / "agent.toml"
+        if not path.exists():
+            self.cli("agent-config", "--out", str(path))
+        return path
+
+    def start_agent(self, code: str, *extra: str, name: str = "agent",
+                    config: Path | None = None, yes: bool = True,
+                    env: dict[str, str] | None = None,
+                    stdin: int | None = subprocess.DEVNULL) -> Agent:
+        home = self.tmp / name
+        log = self.tmp / f"{name}.log"
+        args = [sys.executable, "-m", "agent", "join", code,
+                "--config", str(config or self.agent_config()), "--home", str(home), *extra]
+        if yes:
+            args.append("--yes")
+        handle = open(log, "a")  # noqa: SIM115 - lives with the process
+        process = subprocess.Popen(args, env={**self.env, **(env or {})}, stdout=handle,
+                                   stderr=subprocess.STDOUT, stdin=stdin, text=True)
+        agent = Agent(process, home, log)
+        self.agents.append(agent)
+        return agent
+
+    def open_ticket(self, title: str = "Laptop slow") -> str:
+        data = self.json("ticket", "open", "--title", title, "--customer", "ACME",
+                         "--priority", "P2")
+        return str(data["id"])
+
+    def issue_code(self, ticket: str) -> str:
+        return str(self.json("code", ticket)["code"])
+
+    def connected_session(self, ticket: str) -> dict[str, Any]:
+        def find() -> dict[str, Any] | None:
+            for session in self.json("sessions"):
+                if session["ticket"] == ticket and session["connected"]:
+                    return dict(session)
+            return None
+
+        found: dict[str, Any] = wait_until(find, 20, f"an agent connected to {ticket}")
+        return found
+
+
+@pytest.fixture
+def controller(tmp_path: Path) -> Iterator[Controller]:
+    """An initialised, running controller on a free loopback port."""
+    port = free_port()
+    home = tmp_path / "controller"
+    env = {
+        **os.environ,
+        "HELPLINE_HOME": str(home),
+        "HELPLINE_BACKOFF_BASE": "0.1",
+        "HELPLINE_BACKOFF_MAX": "1",
+        "HELPLINE_CLIENT_CONFIG": str(tmp_path / "client.toml"),
+    }
+    env.pop("HELPLINE_DB", None)
+    node = Controller(home=home, port=port, tmp=tmp_path, env=env)
+    node.cli("init", "--url", node.url, "--home", str(home))
+    node.start()
+    try:
+        yield node
+    finally:
+        for agent in node.agents:
+            if agent.process.poll() is None:
+                agent.process.kill()
+                agent.process.wait()
+        node.stop()
