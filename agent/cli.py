@@ -28,8 +28,12 @@ app = typer.Typer(
 
 HomeOpt = Annotated[
     Path | None,
-    typer.Option("--home", envvar="HELPLINE_AGENT_HOME", show_default=False,
-                 help="Agent state directory (keys, outbox)."),
+    typer.Option(
+        "--home",
+        envvar="HELPLINE_AGENT_HOME",
+        show_default=False,
+        help="Agent state directory (keys, outbox).",
+    ),
 ]
 ConfigOpt = Annotated[
     Path, typer.Option("--config", help="Agent config from your technician (agent.toml).")
@@ -153,8 +157,16 @@ def status(home: HomeOpt = None) -> None:
 
     state = _home(home)
     assert isinstance(state, AgentHome)
-    print(json.dumps({"running_pid": state.read_pid(), "session": state.load_session(),
-                      "outbox": len(state.outbox_pending())}, indent=2))
+    print(
+        json.dumps(
+            {
+                "running_pid": state.read_pid(),
+                "session": state.load_session(),
+                "outbox": len(state.outbox_pending()),
+            },
+            indent=2,
+        )
+    )
 
 
 def run() -> None:

@@ -67,7 +67,12 @@ class AgentRunner:
     """One agent run: a join with a code, or a resume of the session in the state dir."""
 
     def __init__(
-        self, config: AgentConfig, home: AgentHome, *, code: str | None, consent: Consent,
+        self,
+        config: AgentConfig,
+        home: AgentHome,
+        *,
+        code: str | None,
+        consent: Consent,
         say: Say,
     ) -> None:
         self.config = config
@@ -240,8 +245,11 @@ class AgentRunner:
         elif isinstance(event, Acknowledged):
             self.home.outbox_remove(event.request_id)
         elif isinstance(event, Refused):
-            if self.resume_id is not None and event.code in ("session_ended", "grant_expired",
-                                                             "session_unknown"):
+            if self.resume_id is not None and event.code in (
+                "session_ended",
+                "grant_expired",
+                "session_unknown",
+            ):
                 self.home.clear_session()
             raise Outcome(EXIT_REFUSED, f"the controller refused: {event.message}")
         elif isinstance(event, Ended):
@@ -252,12 +260,14 @@ class AgentRunner:
         first = self.session is None
         self.session = started
         self.resume_id = started.session_id
-        self.home.save_session({
-            "session_id": started.session_id,
-            "ticket": started.ticket.id,
-            "expires_at": started.expires_at.isoformat(),
-            "url": self.config.url,
-        })
+        self.home.save_session(
+            {
+                "session_id": started.session_id,
+                "ticket": started.ticket.id,
+                "expires_at": started.expires_at.isoformat(),
+                "url": self.config.url,
+            }
+        )
         if first:
             self.say(
                 f"session {started.session_id} is live for {started.ticket.id} "
@@ -277,8 +287,7 @@ class AgentRunner:
 
     def _serve(self, request: Ping | DiagRequest) -> None:
         if isinstance(request, Ping):
-            self.machine_reply(Result(reply_to=request.id, ok=True,
-                                      produced_at=datetime.now(UTC)))
+            self.machine_reply(Result(reply_to=request.id, ok=True, produced_at=datetime.now(UTC)))
             return
         task = asyncio.create_task(self._diagnose(request))
         self._tasks.add(task)
@@ -291,11 +300,14 @@ class AgentRunner:
             if self.diag_delay:
                 await asyncio.sleep(self.diag_delay)
             data = await asyncio.to_thread(collect_snapshot, request.collectors)
-            result = Result(reply_to=request.id, ok=True, data=data,
-                            produced_at=datetime.now(UTC))
+            result = Result(reply_to=request.id, ok=True, data=data, produced_at=datetime.now(UTC))
         except Exception as exc:  # a broken collector is data, never a dead agent
-            result = Result(reply_to=request.id, ok=False, error=f"{type(exc).__name__}: {exc}",
-                            produced_at=datetime.now(UTC))
+            result = Result(
+                reply_to=request.id,
+                ok=False,
+                error=f"{type(exc).__name__}: {exc}",
+                produced_at=datetime.now(UTC),
+            )
         # durable before sent: a crash or a drop from here on cannot lose it
         self.home.outbox_put(request.id, codec.encode(result))
         self.machine_reply(result)

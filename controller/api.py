@@ -7,6 +7,7 @@ outside the caller's role is refused with ``forbidden`` and audited.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -22,7 +23,7 @@ from controller import codes
 from controller.store import Attachment, Session, Ticket, User
 from protocol import codec, signing
 from protocol.api import ApiServer, AuthRequested, CallReceived
-from protocol.errors import ProtocolError
+from protocol.errors import AuthError, ProtocolError
 from protocol.messages import DiagRequest, Message, Ping, Result
 
 if TYPE_CHECKING:
@@ -50,8 +51,9 @@ class Caller:
     source: str
 
 
-Handler = Callable[["Api", Caller, dict[str, Any], Callable[[str], Awaitable[None]]],
-                   Awaitable[Any]]
+Handler = Callable[
+    ["Api", Caller, dict[str, Any], Callable[[str], Awaitable[None]]], Awaitable[Any]
+]
 
 
 def utcnow() -> datetime:
@@ -157,8 +159,14 @@ class Api:
                         caller = await self._authenticate(machine, event, source)
                     elif isinstance(event, CallReceived) and caller is not None:
                         task = asyncio.create_task(
-                            self._dispatch(machine, flush, caller, event.call.id,
-                                           event.call.method, event.call.params)
+                            self._dispatch(
+                                machine,
+                                flush,
+                                caller,
+                                event.call.id,
+                                event.call.method,
+                                event.call.params,
+                            )
                         )
                         tasks.add(task)
                         task.add_done_callback(tasks.discard)
@@ -188,23 +196,31 @@ class Api:
             if signature[4:11] == b"ssh-rsa":
                 raise ValueError("SHA-1 RSA signatures are not accepted; use rsa-sha2-256")
             verified = key.verify(transcript, signature)
-        except (asyncssh.KeyImportError, ValueError, signing.AuthError) as exc:
+        except (asyncssh.KeyImportError, ValueError, AuthError) as exc:
             verified = False
             log.info("api auth from %s: %s", source, exc)
-        user = await self.store.user_by_fingerprint(fingerprint) if verified and fingerprint else None
+        user = (
+            await self.store.user_by_fingerprint(fingerprint) if verified and fingerprint else None
+        )
         if user is None:
             reason = "key not enrolled" if verified else "bad signature"
             await self.controller.audit(
                 "auth.failed", source=source, details={"reason": reason, "key": fingerprint}
             )
-            machine.fail(_AuthRefused(
-                "this SSH key is not enrolled on this controller: ask an admin to run "
-                "`helpline user add NAME --key FILE.pub`" if verified
-                else "the SSH signature did not verify"
-            ))
+            machine.fail(
+                _AuthRefused(
+                    "this SSH key is not enrolled on this controller: ask an admin to run "
+                    "`helpline user add NAME --key FILE.pub`"
+                    if verified
+                    else "the SSH signature did not verify"
+                )
+            )
             return None
         await self.controller.audit(
-            "auth.ok", source=source, actor=user.name, role=user.role,
+            "auth.ok",
+            source=source,
+            actor=user.name,
+            role=user.role,
             details={"key": fingerprint},
         )
         machine.accept(user.name, user.role, user.level)
@@ -230,8 +246,11 @@ class Api:
             handler, roles = entry
             if caller.user.role not in roles:
                 await self.controller.audit(
-                    "api.forbidden", actor=caller.user.name, role=caller.user.role,
-                    source=caller.source, details={"method": method},
+                    "api.forbidden",
+                    actor=caller.user.name,
+                    role=caller.user.role,
+                    source=caller.source,
+                    details={"method": method},
                 )
                 raise ApiError(
                     "forbidden", f"{method} is not allowed for the {caller.user.role} role"
@@ -243,10 +262,8 @@ class Api:
         except Exception as exc:  # one bad call must not take the connection down
             log.exception("API call %s failed", method)
             machine.reply_error(call_id, "internal", f"{type(exc).__name__}: {exc}")
-        try:
+        with contextlib.suppress(ConnectionClosed):
             await flush()
-        except ConnectionClosed:
-            pass
 
     # -- helpers --------------------------------------------------------------------
 
@@ -267,11 +284,19 @@ class Api:
         if priority not in PRIORITIES:
             raise ApiError("bad_request", f"priority must be one of {', '.join(PRIORITIES)}")
         ticket = await self.store.open_ticket(
-            _text(params, "title"), _text(params, "customer", limit=200), priority,
-            caller.user.name, utcnow(),
+            _text(params, "title"),
+            _text(params, "customer", limit=200),
+            priority,
+            caller.user.name,
+            utcnow(),
         )
-        await self.controller.audit("ticket.opened", actor=caller.user.name, role=caller.user.role,
-                                    source=caller.source, ticket_id=ticket.id)
+        await self.controller.audit(
+            "ticket.opened",
+            actor=caller.user.name,
+            role=caller.user.role,
+            source=caller.source,
+            ticket_id=ticket.id,
+        )
         return ticket_json(ticket)
 
     async def ticket_list(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
@@ -298,12 +323,19 @@ class Api:
         now = utcnow()
         expires_at = now + timedelta(seconds=seconds)
         await self.store.add_code(
-            codes.code_hash(self.controller.pepper, canonical), ticket.id, caller.user.name,
-            now, expires_at,
+            codes.code_hash(self.controller.pepper, canonical),
+            ticket.id,
+            caller.user.name,
+            now,
+            expires_at,
         )
         await self.controller.audit(
-            "code.issued", actor=caller.user.name, role=caller.user.role, source=caller.source,
-            ticket_id=ticket.id, details={"expires_at": expires_at.isoformat()},
+            "code.issued",
+            actor=caller.user.name,
+            role=caller.user.role,
+            source=caller.source,
+            ticket_id=ticket.id,
+            details={"expires_at": expires_at.isoformat()},
         )
         return {"code": code, "ticket": f"T-{ticket.id}", "expires_at": expires_at.isoformat()}
 
@@ -311,22 +343,30 @@ class Api:
         sessions = await self.store.list_sessions(live_only=not params.get("all", False))
         return [session_json(s, s.id in self.controller.links) for s in sessions]
 
-    async def diag_run(self, caller: Caller, params: dict[str, Any],
-                       progress: Callable[[str], Awaitable[None]]) -> Any:
+    async def diag_run(
+        self, caller: Caller, params: dict[str, Any], progress: Callable[[str], Awaitable[None]]
+    ) -> Any:
         ticket = await self._ticket(params)
         link = self.controller.link_for_ticket(ticket.id)
         if link is None:
             raise ApiError(
-                "no_agent", f"no agent is connected to T-{ticket.id}: issue a code with "
+                "no_agent",
+                f"no agent is connected to T-{ticket.id}: issue a code with "
                 f"`helpline code T-{ticket.id}` and have the customer join",
             )
         collectors = params.get("collectors")
         request = DiagRequest(collectors=tuple(collectors) if collectors else None)
-        await self.store.add_request(request.id, link.session_id, ticket.id, "diagnostics",
-                                     caller.user.name, utcnow())
+        await self.store.add_request(
+            request.id, link.session_id, ticket.id, "diagnostics", caller.user.name, utcnow()
+        )
         await self.controller.audit(
-            "diag.requested", actor=caller.user.name, role=caller.user.role, source=caller.source,
-            ticket_id=ticket.id, session_id=link.session_id, agent_id=link.agent_id,
+            "diag.requested",
+            actor=caller.user.name,
+            role=caller.user.role,
+            source=caller.source,
+            ticket_id=ticket.id,
+            session_id=link.session_id,
+            agent_id=link.agent_id,
             details={"request_id": request.id},
         )
         await progress("collecting diagnostics on the customer's machine")
@@ -339,8 +379,13 @@ class Api:
                 f"the agent did not answer in time; request {request.id} stays open and its "
                 f"result will be attached to T-{ticket.id} when the agent delivers it",
             ) from None
-        return {"ticket": f"T-{ticket.id}", "request": request.id, "ok": result.ok,
-                "error": result.error, "data": result.data}
+        return {
+            "ticket": f"T-{ticket.id}",
+            "request": request.id,
+            "ok": result.ok,
+            "error": result.error,
+            "data": result.data,
+        }
 
     async def agent_ping(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
         ticket = await self._ticket(params)
@@ -372,15 +417,21 @@ class Api:
             raise ApiError("bad_request", f"not an SSH public key: {exc}") from None
         try:
             user = await self.store.add_user(
-                name, role, level, key.export_public_key().decode().strip(),
-                key.get_fingerprint("sha256"), utcnow(),
+                name,
+                role,
+                level,
+                key.export_public_key().decode().strip(),
+                key.get_fingerprint("sha256"),
+                utcnow(),
             )
         except ValueError as exc:
             raise ApiError("conflict", str(exc)) from None
         await self.controller.audit(
-            "user.added", actor=caller.user.name, role=caller.user.role, source=caller.source,
-            details={"user": name, "new_role": role, "level": level,
-                     "key": user.fingerprint},
+            "user.added",
+            actor=caller.user.name,
+            role=caller.user.role,
+            source=caller.source,
+            details={"user": name, "new_role": role, "level": level, "key": user.fingerprint},
         )
         return user_json(user)
 
@@ -392,10 +443,16 @@ class Api:
         events = await self.store.audit_events(type=params.get("type"), ticket_id=ticket)
         return [
             {
-                "id": e.id, "at": e.at.isoformat(), "type": e.type, "actor": e.actor,
-                "role": e.role, "source": e.source,
+                "id": e.id,
+                "at": e.at.isoformat(),
+                "type": e.type,
+                "actor": e.actor,
+                "role": e.role,
+                "source": e.source,
                 "ticket": f"T-{e.ticket_id}" if e.ticket_id else None,
-                "session": e.session_id, "agent": e.agent_id, "details": e.details,
+                "session": e.session_id,
+                "agent": e.agent_id,
+                "details": e.details,
             }
             for e in events
         ]

@@ -80,6 +80,11 @@ def load_client_settings(home: Path | None) -> ClientSettings:
         )
     path = default_client_config()
     if not path.exists():
+        import platformdirs
+
+        local = Path(platformdirs.user_data_dir("helpline"))
+        if (local / "controller.toml").exists():
+            return load_client_settings(local)
         raise ClientError(
             "not_configured",
             "no controller configured: run `helpline login --url wss://HOST:PORT --pin PIN "
@@ -87,8 +92,9 @@ def load_client_settings(home: Path | None) -> ClientSettings:
         )
     try:
         data = tomllib.loads(path.read_text())
-        return ClientSettings(url=data["url"], pin=signing.normalise_pin(data["pin"]),
-                              key=data["key"])
+        return ClientSettings(
+            url=data["url"], pin=signing.normalise_pin(data["pin"]), key=data["key"]
+        )
     except (tomllib.TOMLDecodeError, KeyError, ValueError) as exc:
         raise ClientError("not_configured", f"{path} is not a valid client config: {exc}") from None
 
@@ -112,7 +118,11 @@ class Signer:
         if keypair.algorithm == b"ssh-rsa":
             keypair.set_sig_algorithm(b"rsa-sha2-256")
         signature = keypair.sign(data)
-        public = asyncssh.public_key.decode_ssh_public_key(keypair.public_data).export_public_key().decode()
+        public = (
+            asyncssh.public_key.decode_ssh_public_key(keypair.public_data)
+            .export_public_key()
+            .decode()
+        )
         return public, signing.b64e(signature)
 
     async def _via_agent(self, asyncssh: Any, path: str, data: bytes) -> tuple[str, str]:
@@ -186,7 +196,9 @@ class Connection:
             frame = await self._ws.recv()
             events = self.machine.receive(codec.decode(frame, codec.API_MAX_FRAME))
         except ConnectionClosed as exc:
-            raise ClientError("unreachable", f"the controller closed the connection: {exc}") from None
+            raise ClientError(
+                "unreachable", f"the controller closed the connection: {exc}"
+            ) from None
         except ProtocolError as exc:
             raise ClientError("protocol", exc.reason) from None
         for event in events:
@@ -195,7 +207,9 @@ class Connection:
         return events
 
     async def call(
-        self, method: str, params: dict[str, Any] | None = None,
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
         on_progress: Callable[[str], None] | None = None,
     ) -> Any:
         """Make one call and return its result; raise :class:`ClientError` on refusal."""

@@ -36,6 +36,7 @@ class ControllerConfig:
     listen_port: int
     name: str
     database: str
+    grant_seconds: int = 7200
 
 
 def parse_ws_url(url: str) -> tuple[str, int]:
@@ -46,6 +47,15 @@ def parse_ws_url(url: str) -> tuple[str, int]:
     if not parts.hostname:
         raise ValueError(f"the controller URL has no host: {url!r}")
     return parts.hostname, parts.port or 443
+
+
+def parse_duration(text: str) -> int:
+    """``90``, ``30s``, ``10m``, ``2h`` to seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    if not number.isdigit() or int(number) == 0:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 10m, 2h)")
+    return int(number) * units[unit]
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -74,11 +84,25 @@ class ControllerHome:
 
         return cls(Path(platformdirs.user_data_dir("helpline")))
 
-    config_path = property(lambda self: self.path / "controller.toml")
-    cert_path = property(lambda self: self.path / "tls" / "cert.pem")
-    key_path = property(lambda self: self.path / "tls" / "key.pem")
-    pepper_path = property(lambda self: self.path / "pepper")
-    admin_key_path = property(lambda self: self.path / "admin_ed25519")
+    @property
+    def config_path(self) -> Path:
+        return self.path / "controller.toml"
+
+    @property
+    def cert_path(self) -> Path:
+        return self.path / "tls" / "cert.pem"
+
+    @property
+    def key_path(self) -> Path:
+        return self.path / "tls" / "key.pem"
+
+    @property
+    def pepper_path(self) -> Path:
+        return self.path / "pepper"
+
+    @property
+    def admin_key_path(self) -> Path:
+        return self.path / "admin_ed25519"
 
     @property
     def exists(self) -> bool:
@@ -87,7 +111,9 @@ class ControllerHome:
     def default_database(self) -> str:
         return f"sqlite+aiosqlite:///{self.path / 'helpline.db'}"
 
-    def create(self, url: str, listen: str | None, name: str) -> ControllerConfig:
+    def create(
+        self, url: str, listen: str | None, name: str, grant_seconds: int = 7200
+    ) -> ControllerConfig:
         """Write config, TLS identity and pepper; refuse to overwrite an existing home."""
         if self.exists:
             raise HomeError(f"{self.path} already holds a controller; use another --home")
@@ -103,12 +129,14 @@ class ControllerHome:
             listen_port=listen_port,
             name=name,
             database=os.environ.get("HELPLINE_DB") or self.default_database(),
+            grant_seconds=grant_seconds,
         )
         data = {
             "url": config.url,
             "listen": f"{listen_host}:{listen_port}",
             "name": config.name,
             "database": config.database,
+            "grant_seconds": grant_seconds,
         }
         self.config_path.write_text(tomli_w.dumps(data))
         return config
@@ -129,6 +157,7 @@ class ControllerHome:
                 listen_port=port,
                 name=str(data.get("name", "helpline")),
                 database=os.environ.get("HELPLINE_DB") or str(data["database"]),
+                grant_seconds=int(data.get("grant_seconds", 7200)),
             )
         except (tomllib.TOMLDecodeError, KeyError, ValueError) as exc:
             raise HomeError(f"{self.config_path} is not a valid controller config: {exc}") from None

@@ -78,7 +78,7 @@ class AgentLink:
     async def flush(self) -> None:
         await send_all(self.connection, self.machine.data_to_send())
 
-    async def request(self, message: Ping | DiagRequest, timeout: float) -> Result:
+    async def request(self, message: Ping | DiagRequest, wait_seconds: float) -> Result:
         """Send a request and wait for its result (or the link dropping)."""
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self.pending[message.id] = future
@@ -87,7 +87,8 @@ class AgentLink:
         try:
             self.machine.send_request(message)
             await self.flush()
-            return await asyncio.wait_for(future, timeout)
+            async with asyncio.timeout(wait_seconds):
+                return await future
         finally:
             self.pending.pop(message.id, None)
             self.pings.discard(message.id)
@@ -106,7 +107,6 @@ async def send_all(connection: ServerConnection, messages: Iterable[Message]) ->
 @dataclass
 class GrantSettings:
     grant: timedelta = timedelta(hours=2)
-    code_lifetime: timedelta = timedelta(minutes=10)
 
 
 class Controller:
@@ -206,7 +206,9 @@ class Controller:
                         await self.end_session(link, event.reason, by="agent")
                         link = None
                     elif isinstance(event, Refused):
-                        log.info("agent %s reported error %s: %s", source, event.code, event.message)
+                        log.info(
+                            "agent %s reported error %s: %s", source, event.code, event.message
+                        )
                 await send_all(connection, machine.data_to_send())
                 if machine.finished:
                     await connection.close()
@@ -258,19 +260,26 @@ class Controller:
             agent_id, event.public_key, event.agent.hostname, event.agent.platform, now
         )
         await self.audit(
-            "code.used", source=source, ticket_id=ticket.id, agent_id=agent_id,
+            "code.used",
+            source=source,
+            ticket_id=ticket.id,
+            agent_id=agent_id,
             actor=code.issued_by,
             details={"hostname": event.agent.hostname, "platform": event.agent.platform},
         )
         expires_at = now + self.settings.grant
         pending.update(
-            ticket=ticket, agent_id=agent_id, technician=code.issued_by, expires_at=expires_at,
+            ticket=ticket,
+            agent_id=agent_id,
+            technician=code.issued_by,
+            expires_at=expires_at,
             source=source,
         )
         machine.ask_consent(
             ConsentRequest(
-                ticket=TicketRef(id=ticket_ref(ticket.id), title=ticket.title,
-                                 customer=ticket.customer),
+                ticket=TicketRef(
+                    id=ticket_ref(ticket.id), title=ticket.title, customer=ticket.customer
+                ),
                 technician=Technician(
                     name=code.issued_by,
                     role=technician.role if technician else "technician",
@@ -280,8 +289,14 @@ class Controller:
                 expires_at=expires_at,
             )
         )
-        await self.audit("consent.asked", source=source, ticket_id=ticket.id, agent_id=agent_id,
-                         actor=code.issued_by, details={"scopes": list(DEFAULT_SCOPES)})
+        await self.audit(
+            "consent.asked",
+            source=source,
+            ticket_id=ticket.id,
+            agent_id=agent_id,
+            actor=code.issued_by,
+            details={"scopes": list(DEFAULT_SCOPES)},
+        )
 
     async def _on_consent(
         self,
@@ -291,31 +306,48 @@ class Controller:
         pending: dict[str, Any],
     ) -> AgentLink | None:
         ticket = pending["ticket"]
-        common = {"source": pending["source"], "ticket_id": ticket.id,
-                  "agent_id": pending["agent_id"], "actor": pending["technician"]}
+        common = {
+            "source": pending["source"],
+            "ticket_id": ticket.id,
+            "agent_id": pending["agent_id"],
+            "actor": pending["technician"],
+        }
         if not event.granted:
             await self.audit("consent.refused", **common)
             return None
         session_id = "S-" + os.urandom(8).hex()
         now = utcnow()
         await self.store.create_session(
-            session_id, ticket.id, pending["agent_id"], pending["technician"],
-            DEFAULT_SCOPES, now, pending["expires_at"],
+            session_id,
+            ticket.id,
+            pending["agent_id"],
+            pending["technician"],
+            DEFAULT_SCOPES,
+            now,
+            pending["expires_at"],
         )
-        await self.audit("consent.given", session_id=session_id, **common,
-                         details={"scopes": list(DEFAULT_SCOPES),
-                                  "expires_at": pending["expires_at"].isoformat()})
+        await self.audit(
+            "consent.given",
+            session_id=session_id,
+            **common,
+            details={
+                "scopes": list(DEFAULT_SCOPES),
+                "expires_at": pending["expires_at"].isoformat(),
+            },
+        )
         machine.start(
             SessionStarted(
                 session_id=session_id,
-                ticket=TicketRef(id=ticket_ref(ticket.id), title=ticket.title,
-                                 customer=ticket.customer),
+                ticket=TicketRef(
+                    id=ticket_ref(ticket.id), title=ticket.title, customer=ticket.customer
+                ),
                 scopes=DEFAULT_SCOPES,
                 expires_at=pending["expires_at"],
             )
         )
-        link = AgentLink(session_id, ticket.id, pending["agent_id"], connection, machine,
-                         pending["expires_at"])
+        link = AgentLink(
+            session_id, ticket.id, pending["agent_id"], connection, machine, pending["expires_at"]
+        )
         self.links[session_id] = link
         await self.audit("agent.joined", session_id=session_id, **common)
         return link
@@ -334,8 +366,10 @@ class Controller:
         if session is None:
             refusal = ("session_unknown", "this controller has no such session")
         elif session.agent_id != agent_id:
-            refusal = ("key_mismatch",
-                       "this agent's key does not match the one that joined the session")
+            refusal = (
+                "key_mismatch",
+                "this agent's key does not match the one that joined the session",
+            )
         elif session.state != "live":
             refusal = ("session_ended", f"the session has ended ({session.end_reason})")
         elif session.expires_at <= now:
@@ -344,8 +378,11 @@ class Controller:
         if refusal is not None or session is None:
             assert refusal is not None
             await self.audit(
-                "agent.resume_refused", source=source, agent_id=agent_id,
-                session_id=event.session_id, ticket_id=session.ticket_id if session else None,
+                "agent.resume_refused",
+                source=source,
+                agent_id=agent_id,
+                session_id=event.session_id,
+                ticket_id=session.ticket_id if session else None,
                 details={"reason": refusal[0]},
             )
             machine.refuse(*refusal)
@@ -359,8 +396,9 @@ class Controller:
         machine.start(
             SessionStarted(
                 session_id=session.id,
-                ticket=TicketRef(id=ticket_ref(ticket.id), title=ticket.title,
-                                 customer=ticket.customer),
+                ticket=TicketRef(
+                    id=ticket_ref(ticket.id), title=ticket.title, customer=ticket.customer
+                ),
                 scopes=DEFAULT_SCOPES,
                 expires_at=session.expires_at,
                 resumed=True,
@@ -368,8 +406,13 @@ class Controller:
         )
         link = AgentLink(session.id, ticket.id, agent_id, connection, machine, session.expires_at)
         self.links[session.id] = link
-        await self.audit("agent.reconnected", source=source, agent_id=agent_id,
-                         session_id=session.id, ticket_id=ticket.id)
+        await self.audit(
+            "agent.reconnected",
+            source=source,
+            agent_id=agent_id,
+            session_id=session.id,
+            ticket_id=ticket.id,
+        )
         return link
 
     async def _on_result(self, link: AgentLink, result: Result) -> None:
@@ -389,10 +432,15 @@ class Controller:
         else:
             if fresh:
                 await self.audit(
-                    "diag.result", session_id=link.session_id, ticket_id=link.ticket_id,
+                    "diag.result",
+                    session_id=link.session_id,
+                    ticket_id=link.ticket_id,
                     agent_id=link.agent_id,
-                    details={"request_id": request_id, "attachment": attachment.id,
-                             "ok": result.ok},
+                    details={
+                        "request_id": request_id,
+                        "attachment": attachment.id,
+                        "ok": result.ok,
+                    },
                 )
         link.machine.ack(request_id)
         await link.flush()
@@ -404,9 +452,14 @@ class Controller:
         self.links.pop(link.session_id, None)
         link.drop()
         await self.store.end_session(link.session_id, reason, utcnow())
-        await self.audit("agent.left" if by == "agent" else "session.ended",
-                         session_id=link.session_id, ticket_id=link.ticket_id,
-                         agent_id=link.agent_id, actor=by, details={"reason": reason})
+        await self.audit(
+            "agent.left" if by == "agent" else "session.ended",
+            session_id=link.session_id,
+            ticket_id=link.ticket_id,
+            agent_id=link.agent_id,
+            actor=by,
+            details={"reason": reason},
+        )
 
     async def expire_grants(self) -> None:
         """End sessions whose grant ran out; runs for the life of the server."""
@@ -433,13 +486,19 @@ CODE_MESSAGES = {
 }
 
 
-async def run_server(home: ControllerHome, listen: tuple[str, int] | None = None,
-                     ready: asyncio.Event | None = None) -> None:
+async def run_server(
+    home: ControllerHome, listen: tuple[str, int] | None = None, ready: asyncio.Event | None = None
+) -> None:
     """Serve until SIGINT/SIGTERM; migrate the store first."""
     config = home.load()
     store = await Store.open(config.database)
     await store.migrate()
-    controller = Controller(home, store, name=config.name)
+    controller = Controller(
+        home,
+        store,
+        name=config.name,
+        settings=GrantSettings(grant=timedelta(seconds=config.grant_seconds)),
+    )
     host, port = listen or (config.listen_host, config.listen_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -464,4 +523,3 @@ async def run_server(home: ControllerHome, listen: tuple[str, int] | None = None
         await stop.wait()
         expiry.cancel()
     await store.close()
-

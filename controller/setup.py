@@ -17,6 +17,7 @@ async def initialise(
     name: str,
     admin_name: str,
     admin_key: Path | None,
+    grant_seconds: int = 7200,
 ) -> dict[str, Any]:
     """Write the home and enrol the first admin; returns what was made."""
     import asyncssh
@@ -24,7 +25,7 @@ async def initialise(
     if admin_key is not None:
         key = asyncssh.read_public_key(str(admin_key))
         key_source = str(admin_key)
-    config = home.create(url, listen, name)
+    config = home.create(url, listen, name, grant_seconds)
     if admin_key is None:
         private = asyncssh.generate_private_key("ssh-ed25519", comment=f"{admin_name}@helpline")
         private.write_private_key(str(home.admin_key_path))
@@ -37,12 +38,19 @@ async def initialise(
         await store.migrate()
         now = datetime.now(UTC)
         user = await store.add_user(
-            admin_name, "admin", None, key.export_public_key().decode().strip(),
-            key.get_fingerprint("sha256"), now,
+            admin_name,
+            "admin",
+            None,
+            key.export_public_key().decode().strip(),
+            key.get_fingerprint("sha256"),
+            now,
         )
-        await store.audit("user.added", now=now, actor="init",
-                          details={"user": user.name, "new_role": "admin",
-                                   "key": user.fingerprint})
+        await store.audit(
+            "user.added",
+            now=now,
+            actor="init",
+            details={"user": user.name, "new_role": "admin", "key": user.fingerprint},
+        )
     finally:
         await store.close()
     return {
@@ -53,4 +61,5 @@ async def initialise(
         "database": config.database,
         "admin": admin_name,
         "admin_key": key_source,
+        "grant_seconds": config.grant_seconds,
     }

@@ -76,9 +76,7 @@ class Machine(Generic[S]):
         handler_name = self._TABLE.get((self.state, message.type))
         try:
             if handler_name is None:
-                raise RemoteProtocolError(
-                    f"unexpected {message.type!r} in state {self.state.name}"
-                )
+                raise RemoteProtocolError(f"unexpected {message.type!r} in state {self.state.name}")
             handler: Callable[[Message], list[object]] = getattr(self, handler_name)
             return handler(message)
         except RemoteProtocolError as exc:

@@ -155,13 +155,26 @@ class AgentSession(Machine[AgentState]):
         assert isinstance(message, Hello)
         signature = self._sign(message.challenge)
         if self._code is not None:
-            self._send([Join(code=self._code, public_key=self._public_key,
-                             signature=signature, agent=self._agent)])
+            self._send(
+                [
+                    Join(
+                        code=self._code,
+                        public_key=self._public_key,
+                        signature=signature,
+                        agent=self._agent,
+                    )
+                ]
+            )
             self.state = AgentState.AWAIT_CONSENT_REQUEST
         else:
             assert self.session_id is not None
-            self._send([Resume(session_id=self.session_id, public_key=self._public_key,
-                               signature=signature)])
+            self._send(
+                [
+                    Resume(
+                        session_id=self.session_id, public_key=self._public_key, signature=signature
+                    )
+                ]
+            )
             self.state = AgentState.AWAIT_SESSION
         return []
 

@@ -54,10 +54,21 @@ async def _journey(home: Path, base: Path) -> int:
         stdout.print(f"[bold]2.[/] technician opened {ticket['id']}: {ticket['title']}")
         issued = await api.call("code.issue", {"ticket": ticket["id"]})
         stdout.print(f"[bold]3.[/] session code for {ticket['id']}: [bold]{issued['code']}[/]")
-        agent = subprocess.Popen(
-            [sys.executable, "-m", "agent", "join", issued["code"], "--yes",
-             "--config", str(base / "agent.toml"), "--home", str(base / "agent")],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        agent = subprocess.Popen(  # noqa: ASYNC220 - started once, never awaited on
+            [
+                sys.executable,
+                "-m",
+                "agent",
+                "join",
+                issued["code"],
+                "--yes",
+                "--config",
+                str(base / "agent.toml"),
+                "--home",
+                str(base / "agent"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
         try:
             for _ in range(200):
@@ -69,15 +80,21 @@ async def _journey(home: Path, base: Path) -> int:
                 output = agent.stdout.read().decode() if agent.stdout else ""
                 stderr.print(f"[red]the agent did not join:[/]\n{output}")
                 return 1
-            stdout.print(f"[bold]4.[/] customer agent joined with consent: session "
-                         f"{live[0]['id']} on {live[0]['ticket']}")
+            stdout.print(
+                f"[bold]4.[/] customer agent joined with consent: session "
+                f"{live[0]['id']} on {live[0]['ticket']}"
+            )
             result = await api.call("diag.run", {"ticket": ticket["id"]})
-            stdout.print(f"[bold]5.[/] diagnostics from the customer's machine "
-                         f"({result['data'].get('duration_ms', '?')} ms on the agent):")
+            stdout.print(
+                f"[bold]5.[/] diagnostics from the customer's machine "
+                f"({result['data'].get('duration_ms', '?')} ms on the agent):"
+            )
             render_snapshot(stdout, result["data"])
             shown = await api.call("ticket.show", {"ticket": ticket["id"]})
-            stdout.print(f"[bold]6.[/] {shown['id']} now holds {len(shown['attachments'])} "
-                         "attachment(s); `helpline ticket show T-1 --json` gives them whole.")
+            stdout.print(
+                f"[bold]6.[/] {shown['id']} now holds {len(shown['attachments'])} "
+                "attachment(s); `helpline ticket show T-1 --json` gives them whole."
+            )
         finally:
             agent.send_signal(signal.SIGTERM)
             agent.wait(10)
@@ -99,7 +116,8 @@ def run_demo(keep: bool) -> int:
         (base / "agent.toml").write_text(f'url = "{url}"\npin = "{made["pin"]}"\n')
         server = subprocess.Popen(
             [sys.executable, "-m", "controller", "serve", "--home", str(home)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         wait_for_port(port, server)
         stdout.print(f"   controller serving on {url}")

@@ -33,8 +33,9 @@ app.add_typer(audit_app, name="audit")
 
 HomeOpt = Annotated[
     Path | None,
-    typer.Option("--home", envvar="HELPLINE_HOME", help="Controller home directory.",
-                 show_default=False),
+    typer.Option(
+        "--home", envvar="HELPLINE_HOME", help="Controller home directory.", show_default=False
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 TicketArg = Annotated[str, typer.Argument(help="Ticket id, e.g. T-1.")]
@@ -58,12 +59,13 @@ def run_client(home: Path | None, work: Callable[[Connection], Awaitable[T]]) ->
 
 
 def parse_duration(text: str) -> int:
-    """``90``, ``30s``, ``10m``, ``2h`` to seconds; a clear usage error otherwise."""
-    units = {"s": 1, "m": 60, "h": 3600}
-    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
-    if not number.isdigit() or int(number) == 0:
-        fail("bad_request", f"not a duration: {text!r} (use e.g. 30s, 10m, 2h)")
-    return int(number) * units[unit]
+    """A duration option to seconds, or a usage error."""
+    from controller.home import parse_duration as parse
+
+    try:
+        return parse(text)
+    except ValueError as exc:
+        fail("bad_request", str(exc))
 
 
 # -- controller setup -----------------------------------------------------------------
@@ -80,6 +82,9 @@ def init(
         Path | None,
         typer.Option(help="The first admin's SSH public key; default: make one in the home."),
     ] = None,
+    grant: Annotated[
+        str, typer.Option(help="How long a customer's consent lasts: 30m, 2h…")
+    ] = "2h",
     as_json: JsonOpt = False,
 ) -> None:
     """Create a controller home: TLS identity, database, first admin."""
@@ -88,7 +93,9 @@ def init(
 
     target = ControllerHome.resolve(home)
     try:
-        result = asyncio.run(initialise(target, url, listen, name, admin_name, admin_key))
+        result = asyncio.run(
+            initialise(target, url, listen, name, admin_name, admin_key, parse_duration(grant))
+        )
     except (ValueError, OSError) as exc:
         fail("bad_request", str(exc))
 
@@ -97,7 +104,9 @@ def init(
         stdout.print(f"  agents dial   {data['url']}")
         stdout.print(f"  certificate   sha256:{data['pin']}")
         stdout.print(f"  first admin   {data['admin']} ({data['admin_key']})")
-        stdout.print("next: [bold]helpline serve[/] and [bold]helpline agent-config --out agent.toml[/]")
+        stdout.print(
+            "next: [bold]helpline serve[/] and [bold]helpline agent-config --out agent.toml[/]"
+        )
 
     emit(result, as_json, render)
 
@@ -144,8 +153,11 @@ def agent_config(
         fail("not_configured", str(exc))
     data = {"url": config.url, "pin": target.pin()}
     out.write_text(tomli_w.dumps(data))
-    emit({**data, "path": str(out)}, as_json,
-         lambda d: stdout.print(f"agent config written to {d['path']} (pin sha256:{d['pin']})"))
+    emit(
+        {**data, "path": str(out)},
+        as_json,
+        lambda d: stdout.print(f"agent config written to {d['path']} (pin sha256:{d['pin']})"),
+    )
 
 
 @app.command()
@@ -180,8 +192,11 @@ def login(
         fail("pin_mismatch", str(exc))
     path = default_client_config()
     save_client_settings(settings, path)
-    emit({**me, "config": str(path)}, as_json,
-         lambda d: stdout.print(f"logged in as {d['name']} ({d['role']}); saved to {d['config']}"))
+    emit(
+        {**me, "config": str(path)},
+        as_json,
+        lambda d: stdout.print(f"logged in as {d['name']} ({d['role']}); saved to {d['config']}"),
+    )
 
 
 # -- tickets ---------------------------------------------------------------------------
@@ -190,8 +205,15 @@ def login(
 def _ticket_table(tickets: list[dict[str, Any]]) -> None:
     table = Table("id", "priority", "state", "customer", "title", "opened by", "created")
     for t in tickets:
-        table.add_row(t["id"], t["priority"], t["state"], t["customer"], t["title"],
-                      t["opened_by"], t["created_at"][:19].replace("T", " "))
+        table.add_row(
+            t["id"],
+            t["priority"],
+            t["state"],
+            t["customer"],
+            t["title"],
+            t["opened_by"],
+            t["created_at"][:19].replace("T", " "),
+        )
     stdout.print(table)
 
 
@@ -204,8 +226,12 @@ def ticket_open(
     as_json: JsonOpt = False,
 ) -> None:
     """Open a ticket."""
-    data = run_client(home, lambda c: c.call(
-        "ticket.open", {"title": title, "customer": customer, "priority": priority}))
+    data = run_client(
+        home,
+        lambda c: c.call(
+            "ticket.open", {"title": title, "customer": customer, "priority": priority}
+        ),
+    )
     emit(data, as_json, lambda d: stdout.print(f"opened [bold]{d['id']}[/]: {d['title']}"))
 
 
@@ -227,8 +253,10 @@ def ticket_show(ticket: TicketArg, home: HomeOpt = None, as_json: JsonOpt = Fals
         stdout.print(f"[bold]attachments[/] ({len(d['attachments'])})")
         for a in d["attachments"]:
             status = "[green]ok[/]" if a["ok"] else "[red]failed[/]"
-            stdout.print(f"  #{a['id']} {a['kind']} {status} from {a['session']} "
-                         f"at {a['created_at'][:19].replace('T', ' ')}")
+            stdout.print(
+                f"  #{a['id']} {a['kind']} {status} from {a['session']} "
+                f"at {a['created_at'][:19].replace('T', ' ')}"
+            )
         if d["attachments"]:
             last = d["attachments"][-1]
             stdout.rule(f"latest {last['kind']} (#{last['id']})")
@@ -240,25 +268,38 @@ def ticket_show(ticket: TicketArg, home: HomeOpt = None, as_json: JsonOpt = Fals
 @app.command()
 def code(
     ticket: TicketArg,
-    lifetime: Annotated[str, typer.Option(help="How long the code is valid: 30s, 10m, 1h.")] = "10m",
+    lifetime: Annotated[
+        str, typer.Option(help="How long the code is valid: 30s, 10m, 1h.")
+    ] = "10m",
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Issue a single-use session code for a ticket; read it to the customer."""
     seconds = parse_duration(lifetime)
     data = run_client(home, lambda c: c.call("code.issue", {"ticket": ticket, "seconds": seconds}))
-    emit(data, as_json, lambda d: stdout.print(
-        f"session code for {d['ticket']}: [bold]{d['code']}[/] "
-        f"(single use, expires {d['expires_at'][11:19]} UTC)\n"
-        f"the customer runs: helpline-agent join {d['code']} --config agent.toml"))
+    emit(
+        data,
+        as_json,
+        lambda d: stdout.print(
+            f"session code for {d['ticket']}: [bold]{d['code']}[/] "
+            f"(single use, expires {d['expires_at'][11:19]} UTC)\n"
+            f"the customer runs: helpline-agent join {d['code']} --config agent.toml"
+        ),
+    )
 
 
 def _sessions_table(sessions: list[dict[str, Any]]) -> None:
     table = Table("session", "ticket", "agent", "technician", "state", "connected", "expires")
     for s in sessions:
-        table.add_row(s["id"], s["ticket"], s["agent"], s["technician"], s["state"],
-                      "[green]yes[/]" if s["connected"] else "no",
-                      s["expires_at"][:19].replace("T", " "))
+        table.add_row(
+            s["id"],
+            s["ticket"],
+            s["agent"],
+            s["technician"],
+            s["state"],
+            "[green]yes[/]" if s["connected"] else "no",
+            s["expires_at"][:19].replace("T", " "),
+        )
     stdout.print(table)
 
 
@@ -269,8 +310,9 @@ def sessions(
     as_json: JsonOpt = False,
 ) -> None:
     """List live sessions (and whether their agent is connected now)."""
-    emit(run_client(home, lambda c: c.call("sessions.list", {"all": all_})), as_json,
-         _sessions_table)
+    emit(
+        run_client(home, lambda c: c.call("sessions.list", {"all": all_})), as_json, _sessions_table
+    )
 
 
 @app.command()
@@ -287,8 +329,11 @@ def diag(
         if as_json:
             return await c.call("diag.run", {"ticket": ticket, "timeout": timeout})
         with stderr.status("asking the agent…") as status:
-            return await c.call("diag.run", {"ticket": ticket, "timeout": timeout},
-                                on_progress=lambda stage: status.update(stage))
+            return await c.call(
+                "diag.run",
+                {"ticket": ticket, "timeout": timeout},
+                on_progress=lambda stage: status.update(stage),
+            )
 
     def render(d: dict[str, Any]) -> None:
         if not d["ok"]:
@@ -302,8 +347,11 @@ def diag(
 @app.command()
 def ping(ticket: TicketArg, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Round-trip a trivial request to the ticket's agent."""
-    emit(run_client(home, lambda c: c.call("agent.ping", {"ticket": ticket})), as_json,
-         lambda d: stdout.print("pong"))
+    emit(
+        run_client(home, lambda c: c.call("agent.ping", {"ticket": ticket})),
+        as_json,
+        lambda d: stdout.print("pong"),
+    )
 
 
 # -- users and audit -------------------------------------------------------------------
@@ -314,7 +362,7 @@ def user_add(
     name: Annotated[str, typer.Argument(help="Login name.")],
     key: Annotated[Path, typer.Option(help="The user's SSH public key file (.pub).")],
     role: Annotated[str, typer.Option(help="technician, admin or auditor.")] = "technician",
-    level: Annotated[str | None, typer.Option(help="L1–L3, technicians only.")] = None,
+    level: Annotated[str | None, typer.Option(help="L1-L3, technicians only.")] = None,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -324,9 +372,14 @@ def user_add(
     except OSError as exc:
         fail("bad_request", f"cannot read {key}: {exc}")
     params = {"name": name, "role": role, "level": level, "public_key": public_key}
-    emit(run_client(home, lambda c: c.call("user.add", params)), as_json,
-         lambda d: stdout.print(f"enrolled {d['name']} as {d['role']}"
-                                f"{' ' + d['level'] if d['level'] else ''} ({d['fingerprint']})"))
+    emit(
+        run_client(home, lambda c: c.call("user.add", params)),
+        as_json,
+        lambda d: stdout.print(
+            f"enrolled {d['name']} as {d['role']}"
+            f"{' ' + d['level'] if d['level'] else ''} ({d['fingerprint']})"
+        ),
+    )
 
 
 @user_app.command("list")
@@ -336,8 +389,13 @@ def user_list(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     def render(users: list[dict[str, Any]]) -> None:
         table = Table("name", "role", "level", "key", "enrolled")
         for u in users:
-            table.add_row(u["name"], u["role"], u["level"] or "", u["fingerprint"],
-                          u["created_at"][:19].replace("T", " "))
+            table.add_row(
+                u["name"],
+                u["role"],
+                u["level"] or "",
+                u["fingerprint"],
+                u["created_at"][:19].replace("T", " "),
+            )
         stdout.print(table)
 
     emit(run_client(home, lambda c: c.call("user.list")), as_json, render)
@@ -355,13 +413,23 @@ def audit_log(
     def render(events: list[dict[str, Any]]) -> None:
         table = Table("#", "at", "type", "actor", "source", "ticket", "session", "details")
         for e in events:
-            table.add_row(str(e["id"]), e["at"][:19].replace("T", " "), e["type"],
-                          e["actor"] or "", e["source"] or "", e["ticket"] or "",
-                          e["session"] or "", str(e["details"] or ""))
+            table.add_row(
+                str(e["id"]),
+                e["at"][:19].replace("T", " "),
+                e["type"],
+                e["actor"] or "",
+                e["source"] or "",
+                e["ticket"] or "",
+                e["session"] or "",
+                str(e["details"] or ""),
+            )
         stdout.print(table)
 
-    emit(run_client(home, lambda c: c.call("audit.list", {"type": type_, "ticket": ticket})),
-         as_json, render)
+    emit(
+        run_client(home, lambda c: c.call("audit.list", {"type": type_, "ticket": ticket})),
+        as_json,
+        render,
+    )
 
 
 @app.command()

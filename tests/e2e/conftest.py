@@ -74,7 +74,10 @@ class Controller:
         log = open(self.tmp / "controller.log", "a")  # noqa: SIM115 - lives with the process
         self.process = subprocess.Popen(
             [sys.executable, "-m", "controller", "serve", "--home", str(self.home)],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, text=True,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         wait_until(self._listening, 20, "the controller to listen")
 
@@ -106,12 +109,20 @@ class Controller:
             except subprocess.TimeoutExpired:
                 self.process.kill()
 
-    def cli(self, *args: str, check: bool = True, input: str | None = None,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self,
+        *args: str,
+        check: bool = True,
+        input: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """Run the real ``helpline`` CLI against this controller."""
         result = subprocess.run(
             [sys.executable, "-m", "controller", *args],
-            env=env or self.env, capture_output=True, text=True, input=input,
+            env=env or self.env,
+            capture_output=True,
+            text=True,
+            input=input,
             timeout=scaled(60),
         )
         if check and result.returncode != 0:
@@ -130,26 +141,49 @@ class Controller:
             self.cli("agent-config", "--out", str(path))
         return path
 
-    def start_agent(self, code: str, *extra: str, name: str = "agent",
-                    config: Path | None = None, yes: bool = True,
-                    env: dict[str, str] | None = None,
-                    stdin: int | None = subprocess.DEVNULL) -> Agent:
+    def start_agent(
+        self,
+        code: str,
+        *extra: str,
+        name: str = "agent",
+        config: Path | None = None,
+        yes: bool = True,
+        env: dict[str, str] | None = None,
+        stdin: int | None = subprocess.DEVNULL,
+    ) -> Agent:
         home = self.tmp / name
         log = self.tmp / f"{name}.log"
-        args = [sys.executable, "-m", "agent", "join", code,
-                "--config", str(config or self.agent_config()), "--home", str(home), *extra]
+        args = [
+            sys.executable,
+            "-m",
+            "agent",
+            "join",
+            code,
+            "--config",
+            str(config or self.agent_config()),
+            "--home",
+            str(home),
+            *extra,
+        ]
         if yes:
             args.append("--yes")
         handle = open(log, "a")  # noqa: SIM115 - lives with the process
-        process = subprocess.Popen(args, env={**self.env, **(env or {})}, stdout=handle,
-                                   stderr=subprocess.STDOUT, stdin=stdin, text=True)
+        process = subprocess.Popen(
+            args,
+            env={**self.env, **(env or {})},
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=stdin,
+            text=True,
+        )
         agent = Agent(process, home, log)
         self.agents.append(agent)
         return agent
 
     def open_ticket(self, title: str = "Laptop slow") -> str:
-        data = self.json("ticket", "open", "--title", title, "--customer", "ACME",
-                         "--priority", "P2")
+        data = self.json(
+            "ticket", "open", "--title", title, "--customer", "ACME", "--priority", "P2"
+        )
         return str(data["id"])
 
     def issue_code(self, ticket: str) -> str:
@@ -166,27 +200,45 @@ class Controller:
         return found
 
 
+ControllerFactory = Callable[..., Controller]
+
+
 @pytest.fixture
-def controller(tmp_path: Path) -> Iterator[Controller]:
-    """An initialised, running controller on a free loopback port."""
-    port = free_port()
-    home = tmp_path / "controller"
-    env = {
-        **os.environ,
-        "HELPLINE_HOME": str(home),
-        "HELPLINE_BACKOFF_BASE": "0.1",
-        "HELPLINE_BACKOFF_MAX": "1",
-        "HELPLINE_CLIENT_CONFIG": str(tmp_path / "client.toml"),
-    }
-    env.pop("HELPLINE_DB", None)
-    node = Controller(home=home, port=port, tmp=tmp_path, env=env)
-    node.cli("init", "--url", node.url, "--home", str(home))
-    node.start()
+def make_controller(tmp_path: Path) -> Iterator[ControllerFactory]:
+    """Build and start controllers: ``make_controller(*init_args, env={...})``."""
+    made: list[Controller] = []
+
+    def make(*init_args: str, env: dict[str, str] | None = None) -> Controller:
+        port = free_port()
+        base = tmp_path / f"c{len(made)}" if made else tmp_path
+        home = base / "controller"
+        full_env = {
+            **os.environ,
+            "HELPLINE_HOME": str(home),
+            "HELPLINE_BACKOFF_BASE": "0.1",
+            "HELPLINE_BACKOFF_MAX": "1",
+            "HELPLINE_CLIENT_CONFIG": str(base / "client.toml"),
+        }
+        full_env.pop("HELPLINE_DB", None)
+        full_env.update(env or {})
+        node = Controller(home=home, port=port, tmp=base, env=full_env)
+        made.append(node)
+        node.cli("init", "--url", node.url, "--home", str(home), *init_args)
+        node.start()
+        return node
+
     try:
-        yield node
+        yield make
     finally:
-        for agent in node.agents:
-            if agent.process.poll() is None:
-                agent.process.kill()
-                agent.process.wait()
-        node.stop()
+        for node in made:
+            for agent in node.agents:
+                if agent.process.poll() is None:
+                    agent.process.kill()
+                    agent.process.wait()
+            node.stop()
+
+
+@pytest.fixture
+def controller(make_controller: ControllerFactory) -> Controller:
+    """An initialised, running controller on a free loopback port (SQLite store)."""
+    return make_controller()

@@ -15,11 +15,13 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import scaled
-from tests.e2e.conftest import Controller, wait_until
+from tests.e2e.conftest import Controller
 
 
 def _codes_failed(controller: Controller) -> list[str]:
-    return [e["details"]["reason"] for e in controller.json("audit", "log", "--type", "code.failed")]
+    return [
+        e["details"]["reason"] for e in controller.json("audit", "log", "--type", "code.failed")
+    ]
 
 
 def test_wrong_code_is_refused_and_audited(controller: Controller) -> None:
@@ -85,8 +87,7 @@ def test_unpinned_certificate_is_refused(controller: Controller, tmp_path: Path)
 
 def test_customer_says_no(controller: Controller) -> None:
     ticket = controller.open_ticket()
-    agent = controller.start_agent(controller.issue_code(ticket), yes=False,
-                                   stdin=subprocess.PIPE)
+    agent = controller.start_agent(controller.issue_code(ticket), yes=False, stdin=subprocess.PIPE)
     assert agent.process.stdin is not None
     agent.process.stdin.write("n\n")
     agent.process.stdin.flush()
@@ -109,8 +110,9 @@ def test_technician_key_not_enrolled(controller: Controller, tmp_path: Path) -> 
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     pin = controller.json("agent-config", "--out", str(tmp_path / "a.toml"))["pin"]
     env = {k: v for k, v in controller.env.items() if k != "HELPLINE_HOME"}
-    result = controller.cli("login", "--url", controller.url, "--pin", pin, "--key", str(key),
-                            check=False, env=env)
+    result = controller.cli(
+        "login", "--url", controller.url, "--pin", pin, "--key", str(key), check=False, env=env
+    )
     assert result.returncode == 4
     assert "not enrolled" in result.stderr
     failures = controller.json("audit", "log", "--type", "auth.failed")
@@ -126,9 +128,20 @@ def test_agent_key_mismatch_on_reconnect(controller: Controller) -> None:
     # another key in the same state directory: it must not be able to take the session over
     (agent.home / "agent.key").unlink()
     resume = subprocess.run(
-        [sys.executable, "-m", "agent", "resume", "--config", str(controller.agent_config()),
-         "--home", str(agent.home)],
-        env=controller.env, capture_output=True, text=True, timeout=scaled(30),
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "resume",
+            "--config",
+            str(controller.agent_config()),
+            "--home",
+            str(agent.home),
+        ],
+        env=controller.env,
+        capture_output=True,
+        text=True,
+        timeout=scaled(30),
     )
     assert resume.returncode == 4, resume.stdout + resume.stderr
     assert "does not match" in resume.stdout
@@ -164,8 +177,9 @@ async def _raw_agent_frame(controller: Controller, frame: str | bytes) -> tuple[
     ],
     ids=["malformed", "unknown-type", "wrong-state", "oversized"],
 )
-def test_bad_frames_close_only_that_connection(controller: Controller, frame: str,
-                                               code: str) -> None:
+def test_bad_frames_close_only_that_connection(
+    controller: Controller, frame: str, code: str
+) -> None:
     ticket = controller.open_ticket()
     controller.start_agent(controller.issue_code(ticket))
     controller.connected_session(ticket)

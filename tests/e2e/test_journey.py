@@ -40,18 +40,29 @@ def test_join_diagnose_attach_leave(controller: Controller) -> None:
     # the customer ends it from another terminal
     leave = subprocess.run(
         [sys.executable, "-m", "agent", "leave", "--home", str(agent.home)],
-        capture_output=True, text=True, timeout=scaled(20),
+        capture_output=True,
+        text=True,
+        timeout=scaled(20),
     )
     assert leave.returncode == 0, leave.stderr
     assert agent.wait() == 0
     ended = wait_until(
         lambda: [s for s in controller.json("sessions", "--all") if s["state"] == "ended"],
-        10, "the session to end",
+        10,
+        "the session to end",
     )
     assert ended[0]["id"] == session["id"]
     types = [e["type"] for e in controller.json("audit", "log", "--ticket", ticket)]
-    for expected in ("code.issued", "code.used", "consent.asked", "consent.given",
-                     "agent.joined", "diag.requested", "diag.result", "agent.left"):
+    for expected in (
+        "code.issued",
+        "code.used",
+        "consent.asked",
+        "consent.given",
+        "agent.joined",
+        "diag.requested",
+        "diag.result",
+        "agent.left",
+    ):
         assert expected in types, (expected, types)
 
 
@@ -67,22 +78,30 @@ def test_ctrl_c_ends_the_session(controller: Controller) -> None:
 def test_controller_killed_mid_request_result_arrives_once(controller: Controller) -> None:
     ticket = controller.open_ticket()
     # the agent takes 3 s to answer, so the controller dies while the reply is in the making
-    agent = controller.start_agent(controller.issue_code(ticket),
-                                   env={"HELPLINE_TEST_DIAG_DELAY": "3"})
+    agent = controller.start_agent(
+        controller.issue_code(ticket), env={"HELPLINE_TEST_DIAG_DELAY": "3"}
+    )
     controller.connected_session(ticket)
     diag = subprocess.Popen(
         [sys.executable, "-m", "controller", "diag", ticket, "--json"],
-        env=controller.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=controller.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    wait_until(lambda: controller.json("audit", "log", "--type", "diag.requested"), 20,
-               "the diagnostics request to reach the controller")
+    wait_until(
+        lambda: controller.json("audit", "log", "--type", "diag.requested"),
+        20,
+        "the diagnostics request to reach the controller",
+    )
     controller.kill()
     assert diag.wait(scaled(20)) != 0  # the technician is told, not left hanging
     time.sleep(scaled(3.5))  # the agent finishes while no controller is there
     controller.start()
     controller.connected_session(ticket)
     attachments = wait_until(
-        lambda: controller.json("ticket", "show", ticket)["attachments"], 20,
+        lambda: controller.json("ticket", "show", ticket)["attachments"],
+        20,
         "the pending result to be delivered after the reconnect",
     )
     assert len(attachments) == 1

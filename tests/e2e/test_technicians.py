@@ -13,8 +13,7 @@ from tests.e2e.conftest import Controller
 
 def _keygen(path: Path, kind: str) -> Path:
     extra = ["-b", "3072"] if kind == "rsa" else []
-    subprocess.run(["ssh-keygen", "-q", "-t", kind, *extra, "-N", "", "-f", str(path)],
-                   check=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", kind, *extra, "-N", "", "-f", str(path)], check=True)
     return path
 
 
@@ -25,23 +24,26 @@ def _remote_env(controller: Controller, tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("kind", ["ed25519", "ecdsa", "rsa"])
-def test_enrolled_technician_logs_in_and_works(controller: Controller, tmp_path: Path,
-                                               kind: str) -> None:
+def test_enrolled_technician_logs_in_and_works(
+    controller: Controller, tmp_path: Path, kind: str
+) -> None:
     key = _keygen(tmp_path / f"tech_{kind}", kind)
-    added = controller.json("user", "add", "alice", "--role", "technician", "--level", "L2",
-                            "--key", f"{key}.pub")
+    added = controller.json(
+        "user", "add", "alice", "--role", "technician", "--level", "L2", "--key", f"{key}.pub"
+    )
     assert added["level"] == "L2"
     pin = controller.json("agent-config", "--out", str(tmp_path / "a.toml"))["pin"]
     env = _remote_env(controller, tmp_path)
-    login = controller.cli("login", "--url", controller.url, "--pin", pin, "--key", str(key),
-                           "--json", env=env)
+    login = controller.cli(
+        "login", "--url", controller.url, "--pin", pin, "--key", str(key), "--json", env=env
+    )
     assert '"alice"' in login.stdout
-    opened = controller.cli("ticket", "open", "--title", "Printer", "--customer", "ACME",
-                            "--json", env=env)
+    opened = controller.cli(
+        "ticket", "open", "--title", "Printer", "--customer", "ACME", "--json", env=env
+    )
     assert '"opened_by": "alice"' in opened.stdout
     # technicians cannot enrol users; the refusal is audited
-    refused = controller.cli("user", "add", "mallory", "--key", f"{key}.pub", check=False,
-                             env=env)
+    refused = controller.cli("user", "add", "mallory", "--key", f"{key}.pub", check=False, env=env)
     assert refused.returncode == 4
     assert "not allowed" in refused.stderr
     assert controller.json("audit", "log", "--type", "api.forbidden")
@@ -51,8 +53,7 @@ def test_key_from_ssh_agent(controller: Controller, tmp_path: Path) -> None:
     key = _keygen(tmp_path / "agent_key", "ed25519")
     controller.json("user", "add", "bob", "--key", f"{key}.pub")
     socket_path = tmp_path / "ssh-agent.sock"
-    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(socket_path)],
-                             stdout=subprocess.DEVNULL)
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(socket_path)], stdout=subprocess.DEVNULL)
     try:
         env = _remote_env(controller, tmp_path)
         env["SSH_AUTH_SOCK"] = str(socket_path)
@@ -63,8 +64,9 @@ def test_key_from_ssh_agent(controller: Controller, tmp_path: Path) -> None:
         subprocess.run(["ssh-add", "-q", str(key)], env=env, check=True)
         os.unlink(key)  # only ssh-agent holds the private half now
         pin = controller.json("agent-config", "--out", str(tmp_path / "a.toml"))["pin"]
-        login = controller.cli("login", "--url", controller.url, "--pin", pin,
-                               "--key", f"{key}.pub", "--json", env=env)
+        login = controller.cli(
+            "login", "--url", controller.url, "--pin", pin, "--key", f"{key}.pub", "--json", env=env
+        )
         assert '"bob"' in login.stdout
         listed = controller.cli("ticket", "list", "--json", env=env)
         assert listed.stdout.strip() == "[]"
@@ -75,7 +77,16 @@ def test_key_from_ssh_agent(controller: Controller, tmp_path: Path) -> None:
 
 def test_wrong_pin_on_login(controller: Controller, tmp_path: Path) -> None:
     key = _keygen(tmp_path / "k", "ed25519")
-    result = controller.cli("login", "--url", controller.url, "--pin", "cd" * 32, "--key",
-                            str(key), check=False, env=_remote_env(controller, tmp_path))
+    result = controller.cli(
+        "login",
+        "--url",
+        controller.url,
+        "--pin",
+        "cd" * 32,
+        "--key",
+        str(key),
+        check=False,
+        env=_remote_env(controller, tmp_path),
+    )
     assert result.returncode == 5
     assert "does not match" in result.stderr

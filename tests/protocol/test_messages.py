@@ -39,6 +39,12 @@ def _all_fields(model: type[BaseModel]) -> set[str]:
     return names
 
 
+def test_the_field_walk_reaches_nested_models() -> None:
+    # guards the command-line test below against checking only the top level
+    assert {"code", "public_key", "hostname", "platform"} <= _all_fields(Join)
+    assert {"name", "role", "customer"} <= _all_fields(ConsentRequest)
+
+
 def test_new_id_is_96_random_bits_in_hex() -> None:
     ids = {new_id() for _ in range(200)}
     assert len(ids) == 200
@@ -109,7 +115,8 @@ def test_timestamps_must_carry_a_timezone(naive: object) -> None:
 
 
 @pytest.mark.parametrize(
-    ("challenge", "ok"), [("c" * 15, False), ("c" * 16, True), ("c" * 128, True), ("c" * 129, False)]
+    ("challenge", "ok"),
+    [("c" * 15, False), ("c" * 16, True), ("c" * 128, True), ("c" * 129, False)],
 )
 def test_challenge_length_bounds(challenge: str, ok: bool) -> None:
     if ok:
