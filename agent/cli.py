@@ -86,10 +86,14 @@ def _run(config_path: Path, home_option: Path | None, code: str | None, yes: boo
         if yes:
             print("Allowed (--yes).", flush=True)
             return True
+        print(
+            f"Allow? [y/N] (no answer in {CONSENT_SECONDS:g} s counts as no) ", end="", flush=True
+        )
         try:
-            answer = await asyncio.to_thread(input, "Allow? [y/N] ")
-        except EOFError:
-            answer = ""
+            answer = await asyncio.wait_for(_read_line(), CONSENT_SECONDS)
+        except TimeoutError:
+            print("\nNo answer: declined.", flush=True)
+            return False
         return answer.strip().lower() in ("y", "yes")
 
     async def main() -> int:
@@ -100,6 +104,28 @@ def _run(config_path: Path, home_option: Path | None, code: str | None, yes: boo
     except StateError as exc:
         _fail(str(exc))
     return 1
+
+
+CONSENT_SECONDS = float(os.environ.get("HELPLINE_CONSENT_TIMEOUT", "300"))
+
+
+async def _read_line() -> str:
+    """One line from stdin without blocking the loop or pinning it at exit.
+
+    A daemon thread, not ``asyncio.to_thread``: an unanswered prompt must not keep the
+    process alive after the session is over.
+    """
+    import threading
+
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[str] = loop.create_future()
+
+    def read() -> None:
+        line = sys.stdin.readline()  # "" at end of input: no answer is a no
+        loop.call_soon_threadsafe(lambda: answer.done() or answer.set_result(line))
+
+    threading.Thread(target=read, daemon=True).start()
+    return await answer
 
 
 SCOPE_TEXT = {"diagnostics:read": "read diagnostics (system, CPU, memory, disks, processes)"}

@@ -220,3 +220,16 @@ def test_tls_below_1_3_is_refused(controller: Controller) -> None:
             return f"refused: {exc}"
 
     assert asyncio.run(attempt()).startswith("refused")
+
+
+def test_customer_does_not_answer(controller: Controller) -> None:
+    ticket = controller.open_ticket()
+    agent = controller.start_agent(
+        controller.issue_code(ticket),
+        yes=False,
+        stdin=subprocess.PIPE,
+        env={"HELPLINE_CONSENT_TIMEOUT": "1"},
+    )
+    assert agent.wait() == 6
+    assert "No answer" in agent.output()
+    assert controller.json("sessions", "--all") == []
