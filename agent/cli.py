@@ -109,6 +109,11 @@ def _run(config_path: Path, home_option: Path | None, code: str | None, yes: boo
 CONSENT_SECONDS = float(os.environ.get("HELPLINE_CONSENT_TIMEOUT", "300"))
 
 
+def _settle(future: asyncio.Future[str], value: str) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
 async def _read_line() -> str:
     """One line from stdin without blocking the loop or pinning it at exit.
 
@@ -122,7 +127,7 @@ async def _read_line() -> str:
 
     def read() -> None:
         line = sys.stdin.readline()  # "" at end of input: no answer is a no
-        loop.call_soon_threadsafe(lambda: answer.done() or answer.set_result(line))
+        loop.call_soon_threadsafe(_settle, answer, line)
 
     threading.Thread(target=read, daemon=True).start()
     return await answer
