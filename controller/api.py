@@ -370,7 +370,9 @@ class Api:
             details={"request_id": request.id},
         )
         await progress("collecting diagnostics on the customer's machine")
-        timeout = float(params.get("timeout", 60))
+        timeout = params.get("timeout", 60)
+        if not isinstance(timeout, int | float) or not 1 <= timeout <= 600:
+            raise ApiError("bad_request", "timeout must be 1 to 600 seconds")
         try:
             result = await link.request(request, timeout)
         except (TimeoutError, ConnectionError, ConnectionClosed):
@@ -388,10 +390,12 @@ class Api:
         }
 
     async def agent_ping(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
-        ticket = await self._ticket(params)
-        link = self.controller.link_for_ticket(ticket.id)
+        # the hot path: no query unless there is no agent to ask
+        ticket_id = parse_ticket_id(params.get("ticket"))
+        link = self.controller.link_for_ticket(ticket_id)
         if link is None:
-            raise ApiError("no_agent", f"no agent is connected to T-{ticket.id}")
+            await self._ticket(params)
+            raise ApiError("no_agent", f"no agent is connected to T-{ticket_id}")
         result = await link.request(Ping(), 10.0)
         return {"ok": result.ok}
 

@@ -128,6 +128,8 @@ class Controller:
         self.pepper = home.pepper()
         self.limiter = codes.FailureLimiter()
         self.links: dict[str, AgentLink] = {}
+        #: the most recently connected link per ticket: API calls find agents without a query
+        self.by_ticket: dict[int, AgentLink] = {}
         self.api_connections: set[ServerConnection] = set()
         from controller.api import Api
 
@@ -216,8 +218,7 @@ class Controller:
         except ConnectionClosed:
             pass
         finally:
-            if link is not None and self.links.get(link.session_id) is link:
-                del self.links[link.session_id]
+            if link is not None and self.unregister(link):
                 link.drop()
                 await self.audit(
                     "agent.disconnected",
@@ -348,7 +349,7 @@ class Controller:
         link = AgentLink(
             session_id, ticket.id, pending["agent_id"], connection, machine, pending["expires_at"]
         )
-        self.links[session_id] = link
+        self.register(link)
         await self.audit("agent.joined", session_id=session_id, **common)
         return link
 
@@ -389,8 +390,9 @@ class Controller:
             return None
         ticket = await self.store.get_ticket(session.ticket_id)
         assert ticket is not None
-        previous = self.links.pop(session.id, None)
+        previous = self.links.get(session.id)
         if previous is not None:
+            self.unregister(previous)
             previous.drop()
             await previous.connection.close(CloseCode.NORMAL_CLOSURE, "replaced by a reconnect")
         machine.start(
@@ -405,7 +407,7 @@ class Controller:
             )
         )
         link = AgentLink(session.id, ticket.id, agent_id, connection, machine, session.expires_at)
-        self.links[session.id] = link
+        self.register(link)
         await self.audit(
             "agent.reconnected",
             source=source,
@@ -449,7 +451,7 @@ class Controller:
 
     async def end_session(self, link: AgentLink, reason: str, *, by: str) -> None:
         """Close a live session for good (customer left, expiry, technician)."""
-        self.links.pop(link.session_id, None)
+        self.unregister(link)
         link.drop()
         await self.store.end_session(link.session_id, reason, utcnow())
         await self.audit(
@@ -473,10 +475,27 @@ class Controller:
                     await link.connection.close()
                 await self.end_session(link, "grant expired", by="controller")
 
+    def register(self, link: AgentLink) -> None:
+        """Index a link that just went live."""
+        self.links[link.session_id] = link
+        self.by_ticket[link.ticket_id] = link
+
+    def unregister(self, link: AgentLink) -> bool:
+        """Forget ``link`` if it is still the current one; True when it was."""
+        if self.links.get(link.session_id) is not link:
+            return False
+        del self.links[link.session_id]
+        if self.by_ticket.get(link.ticket_id) is link:
+            del self.by_ticket[link.ticket_id]
+            # another agent may still serve the same ticket
+            for other in self.links.values():
+                if other.ticket_id == link.ticket_id:
+                    self.by_ticket[link.ticket_id] = other
+        return True
+
     def link_for_ticket(self, ticket_id: int) -> AgentLink | None:
-        """The most recent connected session on a ticket."""
-        found = [link for link in self.links.values() if link.ticket_id == ticket_id]
-        return found[-1] if found else None
+        """The most recently connected live link on a ticket."""
+        return self.by_ticket.get(ticket_id)
 
 
 CODE_MESSAGES = {

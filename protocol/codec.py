@@ -24,14 +24,18 @@ def encode(message: Message) -> str:
 
 def decode(frame: str | bytes, max_size: int = AGENT_MAX_FRAME) -> Message:
     """Parse one frame, refusing anything oversized, malformed or of unknown type."""
-    if len(frame) > max_size:
-        raise FrameTooLarge(f"frame of {len(frame)} bytes exceeds the limit of {max_size}")
+    size = len(frame)
+    if isinstance(frame, str) and size * 4 > max_size:
+        # UTF-8 needs at most 4 bytes a character: encode only frames that could be too big
+        size = len(frame.encode("utf-8", "surrogatepass"))
+    if size > max_size:
+        raise FrameTooLarge(f"frame of {size} bytes exceeds the limit of {max_size}")
     try:
         return _ADAPTER.validate_json(frame)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False)
         first = errors[0] if errors else {"type": "unknown", "msg": str(exc), "loc": ()}
         if first["type"] == "union_tag_invalid":
-            raise UnknownMessageType(f"unknown message type: {first['msg']}") from None
-        where = ".".join(str(part) for part in first["loc"]) or "frame"
-        raise MalformedFrame(f"{where}: {first['msg']}") from None
+            raise UnknownMessageType(f"unknown message type: {first['msg'][:120]}") from None
+        where = ".".join(str(part) for part in first["loc"])[:120] or "frame"
+        raise MalformedFrame(f"{where}: {first['msg'][:200]}") from None

@@ -76,7 +76,9 @@ class Machine(Generic[S]):
         handler_name = self._TABLE.get((self.state, message.type))
         try:
             if handler_name is None:
-                raise RemoteProtocolError(f"unexpected {message.type!r} in state {self.state.name}")
+                raise RemoteProtocolError(
+                    f"{type(self).__name__}: unexpected {message.type!r} in state {self.state.name}"
+                )
             handler: Callable[[Message], list[object]] = getattr(self, handler_name)
             return handler(message)
         except RemoteProtocolError as exc:
@@ -86,7 +88,8 @@ class Machine(Generic[S]):
     def fail(self, error: ProtocolError) -> None:
         """Queue an ``error`` frame for ``error`` and move to the failed state."""
         if not self.finished:
-            self._outgoing.append(Error(code=error.code, message=error.reason))
+            # reasons may quote the peer: clip to what an error frame may carry
+            self._outgoing.append(Error(code=error.code[:64], message=error.reason[:2000]))
         self.state = self._FAILED
 
     def end(self, reason: str) -> None:

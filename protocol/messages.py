@@ -47,7 +47,7 @@ class Hello(_Message):
     """Controller → peer, first frame: a fresh challenge to sign."""
 
     type: Literal["hello"] = "hello"
-    challenge: str = Field(min_length=16, max_length=128)
+    challenge: str = Field(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
     controller: str = Field(max_length=200)
     server_time: AwareDatetime
 

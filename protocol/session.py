@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import ClassVar
 
 from protocol import signing
-from protocol.errors import AuthError, RemoteProtocolError
+from protocol.errors import AuthError, LocalProtocolError, RemoteProtocolError
 from protocol.machine import Machine
 from protocol.messages import (
     Ack,
@@ -240,6 +240,8 @@ class ControllerSession(Machine[ControllerState]):
         self._cert = cert_sha256
         self.public_key: str | None = None
         self.session_id: str | None = None
+        #: whether CHECKING came from a join (consent still needed) or a resume
+        self._joining = False
         self._send([Hello(challenge=challenge, controller=controller, server_time=now)])
 
     def _verify(self, public_key: str, signature: str) -> bool:
@@ -256,6 +258,7 @@ class ControllerSession(Machine[ControllerState]):
         assert isinstance(message, Join)
         if not self._verify(message.public_key, message.signature):
             return []
+        self._joining = True
         return [JoinRequested(message.code, message.public_key, message.agent)]
 
     def _on_resume(self, message: Message) -> list[object]:
@@ -267,6 +270,8 @@ class ControllerSession(Machine[ControllerState]):
     def ask_consent(self, request: ConsentRequest) -> None:
         """The code checked out: put the question to the customer."""
         self._expect(ControllerState.CHECKING)
+        if not self._joining:
+            raise LocalProtocolError("a resumed session does not ask for consent again")
         self._send([request])
         self.state = ControllerState.AWAIT_CONSENT
 
@@ -278,6 +283,8 @@ class ControllerSession(Machine[ControllerState]):
     def start(self, started: SessionStarted) -> None:
         """Consent given (or resume verified): the session is live."""
         self._expect(ControllerState.CHECKING, ControllerState.DECIDING)
+        if self.state is ControllerState.CHECKING and self._joining:
+            raise LocalProtocolError("a joined session cannot start before the customer consents")
         self.session_id = started.session_id
         self._send([started])
         self.state = ControllerState.LIVE
@@ -293,7 +300,7 @@ class ControllerSession(Machine[ControllerState]):
 
     def _on_result(self, message: Message) -> list[object]:
         assert isinstance(message, Result)
-        if message.reply_to is None:
+        if not message.reply_to:
             raise RemoteProtocolError("a result must name the request it answers")
         return [ResultReceived(message)]
 

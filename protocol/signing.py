@@ -30,7 +30,7 @@ def b64e(data: bytes) -> str:
 def b64d(text: str) -> bytes:
     """Inverse of :func:`b64e`; raises :class:`AuthError` on garbage."""
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
     except (ValueError, TypeError) as exc:
         raise AuthError(f"not valid base64: {exc}") from None
 

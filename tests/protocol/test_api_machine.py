@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from protocol import codec
@@ -103,7 +105,9 @@ def test_accepting_without_a_level() -> None:
     wire.pump()
     server.accept("root", "admin", None)
     [event] = wire.deliver(server, client)
-    assert event == Authenticated(AuthOk(id=event.ok.id, user="root", role="admin"))  # type: ignore[attr-defined]
+    assert isinstance(event, Authenticated)
+    assert event == Authenticated(AuthOk(id=event.ok.id, user="root", role="admin"))
+    assert event.ok.level is None
 
 
 def test_reply_error_carries_a_code_and_message() -> None:
@@ -130,11 +134,13 @@ def test_overlapping_calls_are_matched_by_reply_to() -> None:
     second = client.call("agent.ping", {"session": "S-1"})
     assert first != second
     calls = wire.deliver(client, server)
-    assert [e.call.id for e in calls] == [first, second]  # type: ignore[attr-defined]
+    assert [e.call.id for e in calls if isinstance(e, CallReceived)] == [first, second]
     server.reply(second, "pong")
     server.reply(first, [])
     replies = wire.deliver(server, client)
-    assert [(e.reply.reply_to, e.reply.result) for e in replies] == [  # type: ignore[attr-defined]
+    assert [
+        (e.reply.reply_to, e.reply.result) for e in replies if isinstance(e, ReplyReceived)
+    ] == [
         (second, "pong"),
         (first, []),
     ]
@@ -146,7 +152,8 @@ def test_a_large_reply_fits_the_api_limit() -> None:
     wire.deliver(client, server)
     server.reply(call_id, "x" * (codec.AGENT_MAX_FRAME + 10))
     [event] = wire.deliver(server, client)
-    assert len(event.reply.result) == codec.AGENT_MAX_FRAME + 10  # type: ignore[attr-defined]
+    assert isinstance(event, ReplyReceived)
+    assert len(event.reply.result) == codec.AGENT_MAX_FRAME + 10
 
 
 # -- refusals ---------------------------------------------------------------------------
@@ -221,11 +228,11 @@ def test_failing_twice_sends_one_error() -> None:
     ],
     ids=["accept", "progress", "reply", "reply_error"],
 )
-def test_server_misuse_before_auth_is_a_local_error(call: object) -> None:
+def test_server_misuse_before_auth_is_a_local_error(call: Callable[[ApiServer], None]) -> None:
     _, server, _ = opened()
     server.data_to_send()
     with pytest.raises(LocalProtocolError, match="ApiServer: not allowed in state SENT_HELLO"):
-        call(server)  # type: ignore[operator]
+        call(server)
     assert server.state is ApiServerState.SENT_HELLO
     assert server.data_to_send() == []
 

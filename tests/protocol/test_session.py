@@ -242,14 +242,18 @@ def test_overlapping_requests_are_answered_in_any_order() -> None:
     first, second = Ping(), DiagRequest()
     controller.send_request(first)
     controller.send_request(second)
-    assert [e.request.id for e in wire.deliver(controller, agent)] == [  # type: ignore[attr-defined]
+    requests = wire.deliver(controller, agent)
+    assert [e.request.id for e in requests if isinstance(e, RequestReceived)] == [
         first.id,
         second.id,
     ]
     agent.reply(result_for(second.id))
     agent.reply(result_for(first.id))
     events = wire.deliver(agent, controller)
-    assert [e.result.reply_to for e in events] == [second.id, first.id]  # type: ignore[attr-defined]
+    assert [e.result.reply_to for e in events if isinstance(e, ResultReceived)] == [
+        second.id,
+        first.id,
+    ]
     assert controller.state is ControllerState.LIVE
 
 
@@ -309,11 +313,6 @@ def test_the_agent_refuses_a_session_that_skips_consent() -> None:
     assert agent.session_id is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GAP session.py ControllerSession.start: CHECKING after a *join* is accepted, "
-    "so a driver bug can start a session the customer never consented to",
-)
 def test_the_controller_cannot_start_a_joined_session_without_consent() -> None:
     _, controller, _ = joined()
     with pytest.raises(LocalProtocolError):
@@ -357,7 +356,7 @@ def test_a_bad_signature_fails_the_controller_and_refuses_the_agent(
 
 
 def test_a_key_that_is_not_ed25519_fails_authentication() -> None:
-    agent = make_agent(public_key="!" * 43)  # long enough for the model, no key inside
+    agent = make_agent(public_key="A" * 48)  # valid base64 of 36 bytes: not an Ed25519 key
     controller = make_controller()
     wire = Wire(agent, controller)
     wire.deliver(controller, agent)
@@ -369,7 +368,7 @@ def test_a_key_that_is_not_ed25519_fails_authentication() -> None:
 
 
 @pytest.mark.parametrize(
-    ("resume", "code"), [(False, "code_invalid"), (True, "session_unknown")], ids=["join", "resume"]
+    ("resume", "code"), [(False, "code_unknown"), (True, "session_unknown")], ids=["join", "resume"]
 )
 def test_the_controller_refuses_with_a_code_the_agent_sees(resume: bool, code: str) -> None:
     agent = make_agent(session_id=SESSION_ID if resume else None)
@@ -498,12 +497,6 @@ def test_receiving_after_finished_is_a_remote_error_that_changes_nothing(
     assert agent.data_to_send() == []
 
 
-@pytest.mark.xfail(
-    raises=UnicodeEncodeError,
-    strict=True,
-    reason="BUG: Hello.challenge admits non-ASCII; signing.transcript encodes it as ASCII and "
-    "UnicodeEncodeError escapes AgentSession.receive instead of a ProtocolError",
-)
 def test_a_non_ascii_challenge_is_a_protocol_error() -> None:
     agent = make_agent()
     frame = json.dumps(

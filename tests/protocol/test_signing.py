@@ -37,7 +37,9 @@ def _flip_first_byte(signature: str) -> str:
 
 def test_transcript_bytes_are_purpose_challenge_and_cert_joined_by_nul() -> None:
     assert signing.transcript(b"p", "chal", "ab12") == b"p\0chal\0ab12"
-    assert signing.AGENT_PURPOSE != signing.API_PURPOSE
+    assert signing.transcript(signing.API_PURPOSE, "c", "x") != signing.transcript(
+        signing.AGENT_PURPOSE, "c", "x"
+    )
 
 
 def test_sign_and_verify_an_agent_transcript() -> None:
