@@ -130,6 +130,17 @@ class Api:
     def __init__(self, controller: Controller) -> None:
         self.controller = controller
         self.store = controller.store
+        #: open API connections per user, so that removing a user or changing their role
+        #: takes effect at once
+        self.connections: dict[str, set[ServerConnection]] = {}
+
+    async def revoke(self, name: str, reason: str) -> int:
+        """Close every open API connection of ``name``; returns how many."""
+        connections = self.connections.pop(name, set())
+        for connection in connections:
+            with contextlib.suppress(ConnectionClosed):
+                await connection.close(CloseCode.POLICY_VIOLATION, reason)
+        return len(connections)
 
     async def handle(self, connection: ServerConnection) -> None:
         controller = self.controller
@@ -157,6 +168,8 @@ class Api:
                 for event in events:
                     if isinstance(event, AuthRequested):
                         caller = await self._authenticate(machine, event, source)
+                        if caller is not None:
+                            self.connections.setdefault(caller.user.name, set()).add(connection)
                     elif isinstance(event, CallReceived) and caller is not None:
                         task = asyncio.create_task(
                             self._dispatch(
@@ -179,6 +192,8 @@ class Api:
         finally:
             for task in tasks:
                 task.cancel()
+            if caller is not None:
+                self.connections.get(caller.user.name, set()).discard(connection)
 
     async def _authenticate(
         self, machine: ApiServer, event: AuthRequested, source: str
@@ -403,18 +418,7 @@ class Api:
         import asyncssh
 
         name = _text(params, "name", limit=100)
-        role = str(params.get("role", "technician"))
-        level = params.get("level")
-        if role not in ROLES:
-            raise ApiError("bad_request", f"role must be one of {', '.join(ROLES)}")
-        if role == "technician":
-            level = str(level or "L1").upper()
-            if level not in LEVELS:
-                raise ApiError("bad_request", f"level must be one of {', '.join(LEVELS)}")
-        elif level:
-            raise ApiError("bad_request", "only technicians have a support level")
-        else:
-            level = None
+        role, level = _role_and_level(params)
         try:
             key = asyncssh.import_public_key(_text(params, "public_key", limit=16384))
         except (asyncssh.KeyImportError, ValueError) as exc:
@@ -444,10 +448,21 @@ class Api:
 
     async def audit_list(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
         ticket = parse_ticket_id(params["ticket"]) if params.get("ticket") else None
-        events = await self.store.audit_events(type=params.get("type"), ticket_id=ticket)
+        since = parse_since(params["since"]) if params.get("since") else None
+        limit = params.get("limit", 1000)
+        if not isinstance(limit, int) or not 1 <= limit <= 100_000:
+            raise ApiError("bad_request", "limit must be 1 to 100000")
+        events = await self.store.audit_events(
+            type=params.get("type"),
+            ticket_id=ticket,
+            session_id=params.get("session"),
+            actor=params.get("actor"),
+            since=since,
+            limit=limit,
+        )
         return [
             {
-                "id": e.id,
+                "seq": e.id,
                 "at": e.at.isoformat(),
                 "type": e.type,
                 "actor": e.actor,
@@ -460,6 +475,135 @@ class Api:
             }
             for e in events
         ]
+
+    async def audit_verify(
+        self, caller: Caller, params: dict[str, Any], progress: Callable[[str], Awaitable[None]]
+    ) -> Any:
+        await progress("walking the audit chain")
+        report = await self.controller.audit_log.verify()
+        await self.controller.audit(
+            "audit.verified",
+            actor=caller.user.name,
+            role=caller.user.role,
+            source=caller.source,
+            details={"ok": report.ok, "events": report.events, "problem": report.problem},
+        )
+        return report.as_json()
+
+    async def audit_pubkey(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
+        from controller.audit import public_text
+
+        return {"public_key": public_text(self.controller.audit_log.key.public_key())}
+
+    async def audit_export(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
+        from controller import auditchain
+
+        after = params.get("after", 0)
+        until = params.get("until")
+        limit = params.get("limit", 5000)
+        if not isinstance(after, int) or not isinstance(limit, int) or not 1 <= limit <= 20_000:
+            raise ApiError("bad_request", "after and limit must be whole numbers")
+        page: dict[str, Any] = {}
+        if after == 0:
+            # the export covers the chain as it is now, under a fresh checkpoint
+            log = self.controller.audit_log
+            await log.checkpoint()
+            seq, head = await self.store.audit_head()
+            until = seq
+            page["header"] = auditchain.export_header(
+                log.key,
+                controller=self.controller.name,
+                exported_at=utcnow(),
+                head_seq=seq,
+                head=head,
+            )
+            page["checkpoints"] = [
+                c.as_json() for c in await self.store.audit_checkpoints() if c.seq <= seq
+            ]
+            await self.controller.audit(
+                "audit.exported",
+                actor=caller.user.name,
+                role=caller.user.role,
+                source=caller.source,
+                details={"head_seq": seq},
+            )
+        if not isinstance(until, int):
+            raise ApiError("bad_request", "until is required after the first page")
+        links = await self.store.audit_links(
+            after, min(limit, max(until - after, 0)), check_columns=False
+        )
+        page["until"] = until
+        page["links"] = [
+            {"seq": x.seq, "prev": x.prev, "hash": x.hash, "record": x.record} for x in links
+        ]
+        return page
+
+    async def user_remove(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
+        name = _text(params, "name", limit=100)
+        if name == caller.user.name:
+            raise ApiError("bad_request", "you cannot remove yourself; ask another admin")
+        removed = await self.store.remove_user(name, utcnow())
+        if removed is None:
+            raise ApiError("not_found", f"there is no user {name!r}")
+        closed = await self.revoke(name, "access revoked")
+        await self.controller.audit(
+            "user.removed",
+            actor=caller.user.name,
+            role=caller.user.role,
+            source=caller.source,
+            details={"user": name, "key": removed.fingerprint, "connections_closed": closed},
+        )
+        return {**user_json(removed), "connections_closed": closed}
+
+    async def user_set_role(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
+        name = _text(params, "name", limit=100)
+        role, level = _role_and_level(params)
+        before = next((u for u in await self.store.list_users() if u.name == name), None)
+        if before is None:
+            raise ApiError("not_found", f"there is no user {name!r}")
+        updated = await self.store.set_role(name, role, level)
+        assert updated is not None
+        closed = await self.revoke(name, "role changed: log in again")
+        await self.controller.audit(
+            "user.role_changed",
+            actor=caller.user.name,
+            role=caller.user.role,
+            source=caller.source,
+            details={
+                "user": name,
+                "from": [before.role, before.level],
+                "to": [role, level],
+                "connections_closed": closed,
+            },
+        )
+        return user_json(updated)
+
+
+def parse_since(text: str) -> datetime:
+    """``30m``, ``24h``, ``7d`` ago, or an ISO-8601 time."""
+    units = {"m": 60, "h": 3600, "d": 86400}
+    if text and text[-1] in units and text[:-1].isdigit():
+        return utcnow() - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ApiError("bad_request", f"since: not a time or age: {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _role_and_level(params: dict[str, Any]) -> tuple[str, str | None]:
+    role = str(params.get("role", "technician"))
+    level = params.get("level")
+    if role not in ROLES:
+        raise ApiError("bad_request", f"role must be one of {', '.join(ROLES)}")
+    if role == "technician":
+        level = str(level or "L1").upper()
+        if level not in LEVELS:
+            raise ApiError("bad_request", f"level must be one of {', '.join(LEVELS)}")
+        return role, level
+    if level:
+        raise ApiError("bad_request", "only technicians have a support level")
+    return role, None
 
 
 class _AuthRefused(ProtocolError):
@@ -483,6 +627,11 @@ METHODS: dict[str, tuple[Handler, tuple[str, ...]]] = {
     "user.add": (Api.user_add, _ADMIN),
     "user.list": (Api.user_list, _AUDIT),
     "audit.list": (Api.audit_list, _AUDIT),
+    "audit.verify": (Api.audit_verify, _AUDIT),
+    "audit.export": (Api.audit_export, _AUDIT),
+    "audit.pubkey": (Api.audit_pubkey, _AUDIT),
+    "user.remove": (Api.user_remove, _ADMIN),
+    "user.set_role": (Api.user_set_role, _ADMIN),
 }
 
 _ = (Message, Result)

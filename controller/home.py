@@ -7,6 +7,8 @@
       tls/cert.pem        self-signed certificate agents pin
       tls/key.pem         its private key (0600)
       pepper              HMAC key for session-code hashes (0600)
+      audit_ed25519.pem   audit checkpoint signing key (0600), .pub beside it
+      audit-head.json     the last signed audit checkpoint, kept outside the database
       admin_ed25519(.pub) the first admin's SSH key, unless --admin-key was given
       helpline.db         SQLite store (default)
 """
@@ -105,6 +107,14 @@ class ControllerHome:
         return self.path / "admin_ed25519"
 
     @property
+    def audit_key_path(self) -> Path:
+        return self.path / "audit_ed25519.pem"
+
+    @property
+    def audit_head_path(self) -> Path:
+        return self.path / "audit-head.json"
+
+    @property
     def exists(self) -> bool:
         return self.config_path.exists()
 
@@ -123,6 +133,9 @@ class ControllerHome:
         os.chmod(self.path, 0o700)
         make_self_signed(host, self.cert_path, self.key_path)
         write_secret(self.pepper_path, secrets.token_bytes(32))
+        from controller.audit import create_key
+
+        create_key(self.audit_key_path)
         config = ControllerConfig(
             url=url,
             listen_host=listen_host,

@@ -23,6 +23,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from controller import codes
+from controller.audit import AuditLog, load_key
 from controller.home import ControllerHome
 from controller.store import CodeRefused, Store
 from controller.tls import server_context
@@ -118,10 +119,12 @@ class Controller:
         store: Store,
         *,
         name: str,
+        audit_log: AuditLog,
         settings: GrantSettings | None = None,
     ) -> None:
         self.home = home
         self.store = store
+        self.audit_log = audit_log
         self.name = name
         self.settings = settings or GrantSettings()
         self.cert_sha256 = home.pin()
@@ -154,7 +157,8 @@ class Controller:
                 self.api_connections.discard(connection)
 
     async def audit(self, type: str, **fields: Any) -> None:
-        await self.store.audit(type, now=utcnow(), **fields)
+        """Record a security-relevant event; returns once it is durable."""
+        await self.audit_log.append(type, **fields)
 
     @staticmethod
     def source(connection: ServerConnection) -> str:
@@ -512,10 +516,13 @@ async def run_server(
     config = home.load()
     store = await Store.open(config.database)
     await store.migrate()
+    audit_log = AuditLog(store, load_key(home.audit_key_path), home.audit_head_path)
+    await audit_log.start()
     controller = Controller(
         home,
         store,
         name=config.name,
+        audit_log=audit_log,
         settings=GrantSettings(grant=timedelta(seconds=config.grant_seconds)),
     )
     host, port = listen or (config.listen_host, config.listen_port)
@@ -541,4 +548,5 @@ async def run_server(
         expiry = asyncio.create_task(controller.expire_grants())
         await stop.wait()
         expiry.cancel()
+    await audit_log.close()  # the last checkpoint covers everything up to shutdown
     await store.close()

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from controller.audit import AuditLog, load_key
 from controller.home import ControllerHome
 from controller.store import Store
 
@@ -45,12 +46,13 @@ async def initialise(
             key.get_fingerprint("sha256"),
             now,
         )
-        await store.audit(
+        audit_log = AuditLog(store, load_key(home.audit_key_path), home.audit_head_path)
+        await audit_log.append(
             "user.added",
-            now=now,
             actor="init",
             details={"user": user.name, "new_role": "admin", "key": user.fingerprint},
         )
+        await audit_log.checkpoint()
     finally:
         await store.close()
     return {

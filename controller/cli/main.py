@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.table import Table
 
+from controller.cli.audit import audit_app
+from controller.cli.common import HomeOpt, JsonOpt, TicketArg, parse_duration, run_client
 from controller.cli.output import emit, fail, stderr, stdout
-from controller.client import ClientError, ClientSettings, Connection, load_client_settings
+from controller.client import ClientError, ClientSettings, Connection
 
 T = TypeVar("T")
 
@@ -26,47 +27,9 @@ app = typer.Typer(
 )
 ticket_app = typer.Typer(help="Open, list and show tickets.", no_args_is_help=True)
 user_app = typer.Typer(help="Enrol technicians, admins and auditors.", no_args_is_help=True)
-audit_app = typer.Typer(help="Read the audit log.", no_args_is_help=True)
 app.add_typer(ticket_app, name="ticket")
 app.add_typer(user_app, name="user")
-app.add_typer(audit_app, name="audit")
-
-HomeOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--home", envvar="HELPLINE_HOME", help="Controller home directory.", show_default=False
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
-TicketArg = Annotated[str, typer.Argument(help="Ticket id, e.g. T-1.")]
-
-
-def run_client(home: Path | None, work: Callable[[Connection], Awaitable[T]]) -> T:
-    """Connect to the controller, authenticate, run ``work``; map failures to exit codes."""
-    from agent.tls import PinMismatch
-
-    async def main() -> T:
-        settings = load_client_settings(home)
-        async with Connection(settings) as connection:
-            return await work(connection)
-
-    try:
-        return asyncio.run(main())
-    except ClientError as exc:
-        fail(exc.code, exc.message)
-    except PinMismatch as exc:
-        fail("pin_mismatch", str(exc))
-
-
-def parse_duration(text: str) -> int:
-    """A duration option to seconds, or a usage error."""
-    from controller.home import parse_duration as parse
-
-    try:
-        return parse(text)
-    except ValueError as exc:
-        fail("bad_request", str(exc))
-
+app.add_typer(audit_app, name="audit")  # controller/cli/audit.py
 
 # -- controller setup -----------------------------------------------------------------
 
@@ -382,6 +345,41 @@ def user_add(
     )
 
 
+@user_app.command("remove")
+def user_remove(
+    name: Annotated[str, typer.Argument(help="Login name.")],
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove a user; their open connections are closed at once."""
+    emit(
+        run_client(home, lambda c: c.call("user.remove", {"name": name})),
+        as_json,
+        lambda d: stdout.print(
+            f"removed {d['name']}; closed {d['connections_closed']} open connection(s)"
+        ),
+    )
+
+
+@user_app.command("set-role")
+def user_set_role(
+    name: Annotated[str, typer.Argument(help="Login name.")],
+    role: Annotated[str, typer.Option(help="technician, admin or auditor.")],
+    level: Annotated[str | None, typer.Option(help="L1-L3, technicians only.")] = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change a user's role (and support level); they must log in again."""
+    params = {"name": name, "role": role, "level": level}
+    emit(
+        run_client(home, lambda c: c.call("user.set_role", params)),
+        as_json,
+        lambda d: stdout.print(
+            f"{d['name']} is now {d['role']}{' ' + d['level'] if d['level'] else ''}"
+        ),
+    )
+
+
 @user_app.command("list")
 def user_list(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """List enrolled users."""
@@ -399,37 +397,6 @@ def user_list(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
         stdout.print(table)
 
     emit(run_client(home, lambda c: c.call("user.list")), as_json, render)
-
-
-@audit_app.command("log")
-def audit_log(
-    type_: Annotated[str | None, typer.Option("--type", help="Only this event type.")] = None,
-    ticket: Annotated[str | None, typer.Option(help="Only this ticket.")] = None,
-    home: HomeOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Show audit events, oldest first."""
-
-    def render(events: list[dict[str, Any]]) -> None:
-        table = Table("#", "at", "type", "actor", "source", "ticket", "session", "details")
-        for e in events:
-            table.add_row(
-                str(e["id"]),
-                e["at"][:19].replace("T", " "),
-                e["type"],
-                e["actor"] or "",
-                e["source"] or "",
-                e["ticket"] or "",
-                e["session"] or "",
-                str(e["details"] or ""),
-            )
-        stdout.print(table)
-
-    emit(
-        run_client(home, lambda c: c.call("audit.list", {"type": type_, "ticket": ticket})),
-        as_json,
-        render,
-    )
 
 
 @app.command()

@@ -10,14 +10,14 @@ caller, so time is never read behind a test's back.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal, overload
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event, select, text, update
+from sqlalchemy import Connection, event, insert, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import IntegrityError
@@ -25,9 +25,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from controller import auditchain
 from controller.store.schema import (
     AgentRow,
     AttachmentRow,
+    AuditCheckpointRow,
     AuditEventRow,
     CodeRow,
     RequestRow,
@@ -45,6 +47,7 @@ PRIORITIES: Final = frozenset({"P1", "P2", "P3", "P4"})
 _WRITE: Final = "helpline_write"
 # Any fixed 64-bit key: it only has to be the same for every replica of this controller.
 _MIGRATION_LOCK: Final = 0x68656C706C696E65  # "helpline"
+_AUDIT_LOCK: Final = 0x61756469745F6C67  # "audit_lg"
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,9 @@ def create_engine(url: str) -> AsyncEngine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=5000")
+            # an acknowledged audit event must survive a crash of the machine, not only
+            # of the process: fsync the WAL at every commit
+            cursor.execute("PRAGMA synchronous=FULL")
         finally:
             cursor.close()
 
@@ -630,21 +636,94 @@ class Store:
         agent_id: str | None = None,
         details: dict[str, Any] | None = None,
     ) -> AuditEvent:
-        """Append one event to the audit log."""
-        row = AuditEventRow(
-            at=now,
-            type=type,
-            actor=actor,
-            role=role,
-            source=source,
-            ticket_id=ticket_id,
-            session_id=session_id,
-            agent_id=agent_id,
-            details=dict(details or {}),
+        """Append one event to the audit chain (see :meth:`append_audit` for batches)."""
+        event = NewAuditEvent(
+            now, type, actor, role, source, ticket_id, session_id, agent_id, dict(details or {})
         )
+        return (await self.append_audit([event]))[0]
+
+    async def append_audit(self, events: Iterable[NewAuditEvent]) -> list[AuditEvent]:
+        """Append events to the chain in one transaction; durable when this returns.
+
+        Writers serialise on the chain head: SQLite's write lock (``BEGIN IMMEDIATE``) or a
+        PostgreSQL advisory lock, so concurrent writers, even in several processes, extend
+        one chain instead of forking it.
+        """
         async with self._write() as s, s.begin():
-            s.add(row)
-        return _audit_event(row)
+            if self._engine.dialect.name == "postgresql":
+                await s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _AUDIT_LOCK})
+            last = (
+                await s.execute(
+                    select(AuditEventRow.seq, AuditEventRow.hash)
+                    .order_by(AuditEventRow.seq.desc())
+                    .limit(1)
+                )
+            ).first()
+            seq, prev = (last[0], last[1]) if last else (0, auditchain.GENESIS)
+            rows: list[dict[str, Any]] = []
+            out: list[AuditEvent] = []
+            for e in events:
+                seq += 1
+                record = auditchain.record(
+                    seq=seq,
+                    at=e.at,
+                    type=e.type,
+                    actor=e.actor,
+                    role=e.role,
+                    source=e.source,
+                    ticket_id=e.ticket_id,
+                    session_id=e.session_id,
+                    agent_id=e.agent_id,
+                    details=e.details,
+                )
+                digest = auditchain.link_hash(prev, record)
+                rows.append(
+                    {
+                        "at": e.at,
+                        "type": e.type,
+                        "actor": e.actor,
+                        "role": e.role,
+                        "source": e.source,
+                        "ticket_id": e.ticket_id,
+                        "session_id": e.session_id,
+                        "agent_id": e.agent_id,
+                        "details": e.details,
+                        "seq": seq,
+                        "prev_hash": prev,
+                        "hash": digest,
+                        "record": record,
+                    }
+                )
+                out.append(
+                    AuditEvent(
+                        seq,
+                        _utc(e.at),
+                        e.type,
+                        e.actor,
+                        e.role,
+                        e.source,
+                        e.ticket_id,
+                        e.session_id,
+                        e.agent_id,
+                        e.details,
+                    )
+                )
+                prev = digest
+            if rows:
+                await s.execute(insert(AuditEventRow), rows)
+        return out
+
+    async def audit_head(self) -> tuple[int, str]:
+        """The last seq and its link hash (0 and the genesis hash when empty)."""
+        async with self._read() as s:
+            last = (
+                await s.execute(
+                    select(AuditEventRow.seq, AuditEventRow.hash)
+                    .order_by(AuditEventRow.seq.desc())
+                    .limit(1)
+                )
+            ).first()
+        return (last[0], last[1]) if last else (0, auditchain.GENESIS)
 
     async def audit_events(
         self,
@@ -652,18 +731,108 @@ class Store:
         type: str | None = None,
         ticket_id: int | None = None,
         session_id: str | None = None,
+        actor: str | None = None,
+        since: datetime | None = None,
         limit: int = 1000,
     ) -> list[AuditEvent]:
-        """Audit events in the order they were appended, optionally filtered."""
-        query = select(AuditEventRow).order_by(AuditEventRow.id).limit(limit)
+        """Audit events in chain order, optionally filtered; the newest ``limit`` of them."""
+        query = select(AuditEventRow).order_by(AuditEventRow.seq.desc()).limit(limit)
         if type is not None:
             query = query.where(AuditEventRow.type == type)
         if ticket_id is not None:
             query = query.where(AuditEventRow.ticket_id == ticket_id)
         if session_id is not None:
             query = query.where(AuditEventRow.session_id == session_id)
+        if actor is not None:
+            query = query.where(AuditEventRow.actor == actor)
+        if since is not None:
+            query = query.where(AuditEventRow.at >= since)
         async with self._read() as s:
-            return [_audit_event(row) for row in await s.scalars(query)]
+            rows = list(await s.scalars(query))
+        return [_audit_event(row) for row in reversed(rows)]
+
+    async def audit_links(
+        self, after_seq: int = 0, limit: int = 10_000, *, check_columns: bool = True
+    ) -> list[auditchain.Link]:
+        """A page of the chain as the verifier needs it, in seq order.
+
+        With ``check_columns`` each record is rebuilt from the queryable columns; a row
+        whose columns were edited without its record comes back with the rebuilt record,
+        so its hash no longer matches and verification names it.
+        """
+        query = (
+            select(AuditEventRow)
+            .where(AuditEventRow.seq > after_seq)
+            .order_by(AuditEventRow.seq)
+            .limit(limit)
+        )
+        async with self._read() as s:
+            rows = list(await s.scalars(query))
+        links = []
+        for row in rows:
+            record = row.record
+            if check_columns:
+                rebuilt = auditchain.record(
+                    seq=row.seq,
+                    at=_utc(row.at),
+                    type=row.type,
+                    actor=row.actor,
+                    role=row.role,
+                    source=row.source,
+                    ticket_id=row.ticket_id,
+                    session_id=row.session_id,
+                    agent_id=row.agent_id,
+                    details=row.details,
+                )
+                if rebuilt != record:
+                    record = rebuilt
+            links.append(auditchain.Link(row.seq, row.prev_hash, row.hash, record))
+        return links
+
+    async def add_checkpoint(self, checkpoint: auditchain.Checkpoint) -> None:
+        """Store a signed checkpoint of the chain head."""
+        async with self._write() as s, s.begin():
+            s.add(
+                AuditCheckpointRow(
+                    seq=checkpoint.seq,
+                    head=checkpoint.head,
+                    at=checkpoint.at,
+                    signature=checkpoint.signature,
+                )
+            )
+
+    async def audit_checkpoints(self) -> list[auditchain.Checkpoint]:
+        """Every stored checkpoint, oldest first."""
+        async with self._read() as s:
+            rows = await s.scalars(select(AuditCheckpointRow).order_by(AuditCheckpointRow.id))
+            return [auditchain.Checkpoint(r.seq, r.head, r.at, r.signature) for r in rows]
+
+    async def set_role(self, name: str, role: str, level: str | None) -> User | None:
+        """Change an active user's role (and level); None when there is no such user."""
+        _check_role(role, level)
+        async with self._write() as s, s.begin():
+            row = await s.scalar(
+                update(UserRow)
+                .where(UserRow.name == name, UserRow.removed_at.is_(None))
+                .values(role=role, level=level)
+                .returning(UserRow)
+            )
+            return None if row is None else _user(row)
+
+
+@dataclass(frozen=True)
+class NewAuditEvent:
+    """An event about to be appended."""
+
+    at: datetime
+    type: str
+    actor: str | None = None
+    role: str | None = None
+    source: str | None = None
+    ticket_id: int | None = None
+    session_id: str | None = None
+    agent_id: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 def _check_role(role: str, level: str | None) -> None:
@@ -780,7 +949,7 @@ def _attachment(row: AttachmentRow) -> Attachment:
 
 def _audit_event(row: AuditEventRow) -> AuditEvent:
     return AuditEvent(
-        id=row.id,
+        id=row.seq,
         at=_utc(row.at),
         type=row.type,
         actor=row.actor,
@@ -799,6 +968,7 @@ __all__ = [
     "AuditEvent",
     "Code",
     "CodeRefused",
+    "NewAuditEvent",
     "Request",
     "Session",
     "Store",

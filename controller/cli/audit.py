@@ -1,0 +1,167 @@
+"""``helpline audit …``: read, export and verify the tamper-evident audit log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from controller.cli.common import HomeOpt, JsonOpt, run_client
+from controller.cli.output import emit, fail, stderr, stdout
+from controller.client import Connection
+
+audit_app = typer.Typer(help="Read, export and verify the audit log.", no_args_is_help=True)
+
+
+@audit_app.command("log")
+def audit_log(
+    ticket: Annotated[str | None, typer.Option(help="Only this ticket.")] = None,
+    session: Annotated[str | None, typer.Option(help="Only this session.")] = None,
+    actor: Annotated[str | None, typer.Option(help="Only events by this user.")] = None,
+    type_: Annotated[str | None, typer.Option("--type", help="Only this event type.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only newer events: 30m, 24h, 7d or an ISO time.")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many (the newest).")] = 1000,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show audit events, oldest first."""
+    params = {
+        "ticket": ticket,
+        "session": session,
+        "actor": actor,
+        "type": type_,
+        "since": since,
+        "limit": limit,
+    }
+
+    def render(events: list[dict[str, Any]]) -> None:
+        table = Table("seq", "at", "type", "actor", "source", "ticket", "session", "details")
+        for e in events:
+            table.add_row(
+                str(e["seq"]),
+                e["at"][:19].replace("T", " "),
+                e["type"],
+                e["actor"] or "",
+                e["source"] or "",
+                e["ticket"] or "",
+                e["session"] or "",
+                str(e["details"] or ""),
+            )
+        stdout.print(table)
+
+    emit(run_client(home, lambda c: c.call("audit.list", params)), as_json, render)
+
+
+@audit_app.command("pubkey")
+def audit_pubkey(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """Print the audit public key an outsider needs to verify an export."""
+    emit(
+        run_client(home, lambda c: c.call("audit.pubkey")),
+        as_json,
+        lambda d: stdout.print(d["public_key"]),
+    )
+
+
+@audit_app.command("export")
+def audit_export(
+    out: Annotated[Path, typer.Option(help="Where to write the export (JSON lines).")],
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export the whole chain with its checkpoints, verifiable without the database."""
+    from controller import auditchain
+
+    async def work(c: Connection) -> dict[str, Any]:
+        tmp = out.with_name(out.name + ".partial")
+        with (
+            open(tmp, "w", encoding="utf-8", newline="\n") as handle,  # noqa: ASYNC230 - CLI output
+            stderr.status("exporting the audit log…") as status,
+        ):
+            page = await c.call("audit.export", {"after": 0})
+            header, until = page["header"], page["until"]
+            handle.write(auditchain.canonical(header) + "\n")
+            checkpoints = len(page["checkpoints"])
+            for checkpoint in page["checkpoints"]:
+                handle.write(auditchain.canonical({"checkpoint": checkpoint}) + "\n")
+            written = 0
+            while True:
+                for link in page["links"]:
+                    handle.write(auditchain.canonical(link) + "\n")
+                    written += 1
+                status.update(f"exported {written} of {until} events")
+                if written >= until or not page["links"]:
+                    break
+                page = await c.call("audit.export", {"after": written, "until": until})
+        tmp.replace(out)
+        return {
+            "path": str(out),
+            "events": written,
+            "checkpoints": checkpoints,
+            "head_seq": until,
+            "head": header["head"],
+        }
+
+    emit(
+        run_client(home, work),
+        as_json,
+        lambda d: stdout.print(
+            f"exported {d['events']} events to {d['path']} "
+            f"(head {d['head'][:16]}… at seq {d['head_seq']})"
+        ),
+    )
+
+
+@audit_app.command("verify")
+def audit_verify(
+    file: Annotated[
+        Path | None, typer.Option(help="Verify this export instead of the controller's log.")
+    ] = None,
+    pubkey: Annotated[
+        str | None, typer.Option(help="With --file: the audit public key, or a file holding it.")
+    ] = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Walk the whole chain and every signature; name the first bad link (exit 9)."""
+    if file is not None:
+        report = _verify_file(file, pubkey)
+    else:
+        report = run_client(home, lambda c: c.call("audit.verify"))
+
+    def render(r: dict[str, Any]) -> None:
+        if r["ok"]:
+            stdout.print(
+                f"[green]audit log intact:[/] {r['events']} events, "
+                f"{r['checkpoints']} signed checkpoints, head {r['head'][:16]}…"
+            )
+        else:
+            stdout.print(f"[bold red]audit log TAMPERED:[/] {r['problem']}")
+
+    emit(report, as_json, render)
+    if not report["ok"]:
+        raise SystemExit(9)
+
+
+def _verify_file(file: Path, pubkey: str | None) -> dict[str, Any]:
+    from controller import auditchain
+
+    if pubkey is None:
+        fail("bad_request", "--file needs --pubkey (from `helpline audit pubkey`)")
+    text = Path(pubkey).read_text().strip() if Path(pubkey).is_file() else pubkey
+    try:
+        key = auditchain.public_key_from_text(text)
+    except ValueError as exc:
+        fail("bad_request", str(exc))
+    try:
+        with open(file, encoding="utf-8", newline="") as handle:
+            return auditchain.verify_export(handle, key).as_json()
+    except OSError as exc:
+        fail("bad_request", f"cannot read {file}: {exc.strerror}")
+    except UnicodeDecodeError:
+        report = auditchain.Report()
+        report.fail(None, "the export is not valid UTF-8 (edited?)")
+        return report.as_json()

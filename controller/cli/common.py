@@ -1,0 +1,51 @@
+"""What every ``helpline`` command shares: options, and the connect-and-call wrapper."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+
+from controller.cli.output import fail
+from controller.client import ClientError, Connection, load_client_settings
+
+T = TypeVar("T")
+
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--home", envvar="HELPLINE_HOME", help="Controller home directory.", show_default=False
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+TicketArg = Annotated[str, typer.Argument(help="Ticket id, e.g. T-1.")]
+
+
+def run_client(home: Path | None, work: Callable[[Connection], Awaitable[T]]) -> T:
+    """Connect to the controller, authenticate, run ``work``; map failures to exit codes."""
+    from agent.tls import PinMismatch
+
+    async def main() -> T:
+        settings = load_client_settings(home)
+        async with Connection(settings) as connection:
+            return await work(connection)
+
+    try:
+        return asyncio.run(main())
+    except ClientError as exc:
+        fail(exc.code, exc.message)
+    except PinMismatch as exc:
+        fail("pin_mismatch", str(exc))
+
+
+def parse_duration(text: str) -> int:
+    """A duration option to seconds, or a usage error."""
+    from controller.home import parse_duration as parse
+
+    try:
+        return parse(text)
+    except ValueError as exc:
+        fail("bad_request", str(exc))
