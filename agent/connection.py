@@ -164,6 +164,9 @@ class AgentRunner:
                 ping_interval=HEARTBEAT_SECONDS,
                 ping_timeout=HEARTBEAT_SECONDS,
                 close_timeout=2,
+                # frames are small JSON: compression would cost CPU and a zlib context per
+                # connection for next to no bytes saved
+                compression=None,
             )
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             raise Dropped(f"cannot reach the controller at {self.config.url}: {exc}") from None

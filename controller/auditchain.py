@@ -119,6 +119,8 @@ class Link:
     prev: str
     hash: str
     record: str
+    #: False when the row's queryable columns disagree with its hashed record
+    columns_match: bool = True
 
 
 @dataclass
@@ -199,6 +201,12 @@ class Verifier:
         actual = link_hash(self._prev, link.record)
         if actual != link.hash:
             report.fail(link.seq, f"event {link.seq} was modified (its content hash differs)")
+            return False
+        if not link.columns_match:
+            report.fail(
+                link.seq,
+                f"event {link.seq} was modified (its columns differ from its hashed record)",
+            )
             return False
         for checkpoint in self._wanted.get(link.seq, ()):
             if checkpoint.head != actual:

@@ -158,6 +158,7 @@ class Connection:
                 max_size=codec.API_MAX_FRAME,
                 open_timeout=10,
                 ping_interval=None,
+                compression=None,
             )
         except (OSError, TimeoutError) as exc:
             raise ClientError(
@@ -186,8 +187,15 @@ class Connection:
             await self._ws.close()
 
     async def _flush(self) -> None:
-        for message in self.machine.data_to_send():
-            await self._ws.send(codec.encode(message))
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            for message in self.machine.data_to_send():
+                await self._ws.send(codec.encode(message))
+        except ConnectionClosed as exc:
+            raise ClientError(
+                "unreachable", f"the controller closed the connection: {exc}"
+            ) from None
 
     async def _receive(self) -> list[object]:
         from websockets.exceptions import ConnectionClosed

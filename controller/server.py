@@ -541,6 +541,7 @@ async def run_server(
         ping_interval=HEARTBEAT_SECONDS,
         ping_timeout=HEARTBEAT_SECONDS,
         server_header="helpline",
+        compression=None,  # small JSON frames; see agent/connection.py
     ) as server:
         bound = [sock.getsockname() for sock in server.sockets]
         log.info("helpline controller %s listening on %s", config.name, bound)

@@ -14,7 +14,6 @@ from typing import Final
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from protocol.errors import AuthError
 
@@ -58,7 +57,7 @@ def transcript(purpose: bytes, challenge: str, cert_sha256: str) -> bytes:
 
 def public_key_text(key: Ed25519PrivateKey) -> str:
     """The agent's public key as it travels: raw 32 bytes, base64url."""
-    raw = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    raw = key.public_key().public_bytes_raw()
     return b64e(raw)
 
 

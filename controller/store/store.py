@@ -756,9 +756,9 @@ class Store:
     ) -> list[auditchain.Link]:
         """A page of the chain as the verifier needs it, in seq order.
 
-        With ``check_columns`` each record is rebuilt from the queryable columns; a row
-        whose columns were edited without its record comes back with the rebuilt record,
-        so its hash no longer matches and verification names it.
+        With ``check_columns`` each record is rebuilt from the queryable columns, and a row
+        whose columns were edited behind its record's back is marked, so that verification
+        names it: filters run on the columns, so they must not lie.
         """
         query = (
             select(AuditEventRow)
@@ -770,23 +770,19 @@ class Store:
             rows = list(await s.scalars(query))
         links = []
         for row in rows:
-            record = row.record
-            if check_columns:
-                rebuilt = auditchain.record(
-                    seq=row.seq,
-                    at=_utc(row.at),
-                    type=row.type,
-                    actor=row.actor,
-                    role=row.role,
-                    source=row.source,
-                    ticket_id=row.ticket_id,
-                    session_id=row.session_id,
-                    agent_id=row.agent_id,
-                    details=row.details,
-                )
-                if rebuilt != record:
-                    record = rebuilt
-            links.append(auditchain.Link(row.seq, row.prev_hash, row.hash, record))
+            match = not check_columns or row.record == auditchain.record(
+                seq=row.seq,
+                at=_utc(row.at),
+                type=row.type,
+                actor=row.actor,
+                role=row.role,
+                source=row.source,
+                ticket_id=row.ticket_id,
+                session_id=row.session_id,
+                agent_id=row.agent_id,
+                details=row.details,
+            )
+            links.append(auditchain.Link(row.seq, row.prev_hash, row.hash, row.record, match))
         return links
 
     async def add_checkpoint(self, checkpoint: auditchain.Checkpoint) -> None:

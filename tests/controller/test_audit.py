@@ -1,0 +1,303 @@
+"""The audit chain on SQLite and PostgreSQL: appends, checkpoints, attacks, exports, crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from controller import auditchain
+from controller.audit import AuditLog, create_key, read_head_file
+from controller.store import Store
+from tests.conftest import scaled
+from tests.controller.conftest import open_store, postgres_database
+
+
+@pytest.fixture
+async def log(store: Store, tmp_path: Path) -> AsyncIterator[AuditLog]:
+    audit_log = AuditLog(
+        store, create_key(tmp_path / "audit.pem"), tmp_path / "head.json", checkpoint_events=10
+    )
+    await audit_log.start()
+    try:
+        yield audit_log
+    finally:
+        await audit_log.close()
+
+
+async def fill(log: AuditLog, count: int) -> None:
+    await asyncio.gather(
+        *(
+            log.append(
+                "code.failed",
+                source="127.0.0.1",
+                ticket_id=i % 3 or None,
+                details={"reason": "unknown", "n": i, "text": "ünïcödé"},
+            )
+            for i in range(count)
+        )
+    )
+
+
+async def sql(store: Store, statement: str) -> None:
+    """Run raw SQL as an attacker with database access would."""
+    async with store._engine.begin() as connection:  # noqa: SLF001 - the attack needs it
+        await connection.execute(text(statement))
+
+
+async def drop_protection(store: Store) -> None:
+    """What an attacker with full database rights does first."""
+    if store._engine.dialect.name == "postgresql":  # noqa: SLF001
+        for table in ("audit_events", "audit_checkpoints"):
+            await sql(store, f"DROP TRIGGER {table}_append_only ON {table}")
+    else:
+        for table in ("audit_events", "audit_checkpoints"):
+            for action in ("update", "delete"):
+                await sql(store, f"DROP TRIGGER {table}_no_{action}")
+
+
+async def test_appends_form_one_verified_chain(log: AuditLog) -> None:
+    for n in range(25):  # one at a time, so that each batch is one event
+        await log.append("code.failed", details={"n": n})
+    report = await log.verify()
+    assert report.ok, report.problem
+    assert report.events == 25
+    seqs = [e.id for e in await log.store.audit_events()]
+    assert seqs == list(range(1, 26))
+    # every 10 events a checkpoint was signed, and the head file follows the last one
+    checkpoints = await log.store.audit_checkpoints()
+    assert [c.seq for c in checkpoints][:2] == [10, 20]
+    head = read_head_file(log.head_file) if log.head_file else None
+    assert head is not None and head == checkpoints[-1]
+
+
+async def test_the_database_refuses_updates_and_deletes(log: AuditLog) -> None:
+    await fill(log, 3)
+    await log.checkpoint()
+    for statement in (
+        "UPDATE audit_events SET type = 'nothing' WHERE seq = 2",
+        "DELETE FROM audit_events WHERE seq = 3",
+        "UPDATE audit_checkpoints SET seq = 1",
+        "DELETE FROM audit_checkpoints",
+    ):
+        with pytest.raises((IntegrityError, DBAPIError), match="append-only"):
+            await sql(log.store, statement)
+    assert (await log.verify()).ok
+
+
+async def test_modified_record_is_detected(log: AuditLog) -> None:
+    await fill(log, 12)
+    await drop_protection(log.store)
+    await sql(
+        log.store,
+        "UPDATE audit_events SET record = replace(record, 'unknown', 'fine') WHERE seq = 5",
+    )
+    report = await log.verify()
+    assert not report.ok
+    assert report.bad_seq == 5
+    assert "modified" in (report.problem or "")
+
+
+async def test_modified_column_is_detected(log: AuditLog) -> None:
+    await fill(log, 12)
+    await drop_protection(log.store)
+    # the queryable column changes, the hashed record does not: a filter would lie
+    await sql(log.store, "UPDATE audit_events SET type = 'harmless' WHERE seq = 7")
+    report = await log.verify()
+    assert report.bad_seq == 7
+
+
+async def test_deleted_event_is_detected(log: AuditLog) -> None:
+    await fill(log, 12)
+    await drop_protection(log.store)
+    await sql(log.store, "DELETE FROM audit_events WHERE seq = 4")
+    report = await log.verify()
+    assert report.bad_seq == 4
+    assert "missing" in (report.problem or "")
+
+
+async def test_reordered_events_are_detected(log: AuditLog) -> None:
+    await fill(log, 12)
+    await drop_protection(log.store)
+    # swap the positions of events 3 and 8, hashes and all
+    await sql(log.store, "UPDATE audit_events SET seq = -3 WHERE seq = 3")
+    await sql(log.store, "UPDATE audit_events SET seq = 3 WHERE seq = 8")
+    await sql(log.store, "UPDATE audit_events SET seq = 8 WHERE seq = -3")
+    report = await log.verify()
+    assert not report.ok
+    assert report.bad_seq == 3
+
+
+async def test_truncated_tail_is_detected_by_a_checkpoint(log: AuditLog) -> None:
+    await fill(log, 15)
+    await log.checkpoint()
+    await drop_protection(log.store)
+    await sql(log.store, "DELETE FROM audit_events WHERE seq > 12")
+    report = await log.verify()
+    assert not report.ok
+    assert "truncated" in (report.problem or "")
+
+
+async def test_truncation_with_checkpoints_removed_is_caught_by_the_head_file(
+    log: AuditLog,
+) -> None:
+    await fill(log, 15)
+    await log.checkpoint()
+    await drop_protection(log.store)
+    await sql(log.store, "DELETE FROM audit_events WHERE seq > 12")
+    await sql(log.store, "DELETE FROM audit_checkpoints")
+    report = await log.verify()
+    assert not report.ok
+    assert "truncated" in (report.problem or "")
+
+
+async def test_forged_checkpoint_is_detected(log: AuditLog) -> None:
+    await fill(log, 5)
+    forger = Ed25519PrivateKey.generate()
+    seq, head = await log.store.audit_head()
+    from datetime import UTC, datetime
+
+    await log.store.add_checkpoint(auditchain.sign_checkpoint(forger, seq, head, datetime.now(UTC)))
+    report = await log.verify()
+    assert "bad signature" in (report.problem or "")
+
+
+async def test_concurrent_writers_in_two_connections_keep_one_chain(
+    store: Store, tmp_path: Path
+) -> None:
+    """Two Store instances stand for two controller processes writing at once."""
+    other = await Store.open(store.url)
+    key = create_key(tmp_path / "audit.pem")
+    first, second = AuditLog(store, key, None), AuditLog(other, key, None)
+    await first.start()
+    await second.start()
+    try:
+        await asyncio.gather(fill(first, 60), fill(second, 60))
+        report = await first.verify()
+        assert report.ok, report.problem
+        assert report.events == 120
+    finally:
+        await first.close()
+        await second.close()
+        await other.close()
+
+
+def _export_lines(
+    links: list[auditchain.Link], checkpoints: list[auditchain.Checkpoint], key: Ed25519PrivateKey
+) -> list[str]:
+    from datetime import UTC, datetime
+
+    header = auditchain.export_header(
+        key,
+        controller="test",
+        exported_at=datetime.now(UTC),
+        head_seq=links[-1].seq,
+        head=links[-1].hash,
+    )
+    lines = [auditchain.canonical(header)]
+    lines += [auditchain.checkpoint_line(c) for c in checkpoints]
+    lines += [auditchain.link_line(link) for link in links]
+    return [line + "\n" for line in lines]
+
+
+async def test_export_verifies_and_any_edited_byte_fails(log: AuditLog) -> None:
+    await fill(log, 12)
+    await log.checkpoint()
+    lines = _export_lines(
+        await log.store.audit_links(), await log.store.audit_checkpoints(), log.key
+    )
+    public = log.key.public_key()
+    assert auditchain.verify_export(lines, public).ok
+    assert not auditchain.verify_export(lines[:-1], public).ok  # truncated
+    assert not auditchain.verify_export(lines, Ed25519PrivateKey.generate().public_key()).ok
+    blob = "".join(lines).encode()
+
+    @settings(
+        max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
+    @given(st.integers(0, len(blob) - 1), st.integers(1, 255))
+    def one_byte(position: int, flip: int) -> None:
+        edited = bytearray(blob)
+        edited[position] ^= flip
+        try:
+            text_lines = bytes(edited).decode("utf-8").splitlines(keepends=True)
+        except UnicodeDecodeError:
+            return  # the CLI reports undecodable files as tampered
+        assert not auditchain.verify_export(text_lines, public).ok
+
+    one_byte()
+
+
+CRASHER = """
+import asyncio, sys
+from pathlib import Path
+from controller.audit import AuditLog, load_key
+from controller.store import Store
+
+async def main() -> None:
+    store = await Store.open(sys.argv[1])
+    log = AuditLog(store, load_key(Path(sys.argv[2])), None)
+    await log.start()
+    n = 0
+    while True:
+        events = await asyncio.gather(*(log.append("bench.event", details={"n": n + i})
+                                       for i in range(20)))
+        n += 20
+        print(" ".join(str(e.id) for e in events), flush=True)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+async def test_sigkill_mid_append_loses_no_acknowledged_event(backend: str, tmp_path: Path) -> None:
+    key_path = tmp_path / "audit.pem"
+    key = create_key(key_path)
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'helpline.db'}"
+        await _crash_and_check(url, key_path, key)
+    else:
+        async with postgres_database() as url:
+            await _crash_and_check(url, key_path, key)
+
+
+async def _crash_and_check(url: str, key_path: Path, key: Ed25519PrivateKey) -> None:
+    async with open_store(url):
+        pass  # migrated
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        CRASHER,
+        url,
+        str(key_path),
+        stdout=subprocess.PIPE,
+        env={**os.environ},
+    )
+    assert process.stdout is not None
+    acknowledged: list[int] = []
+    async with asyncio.timeout(scaled(60)):
+        while len(acknowledged) < 400:
+            line = await process.stdout.readline()
+            assert line, "the appender died on its own"
+            acknowledged += [int(x) for x in line.split()]
+    process.send_signal(signal.SIGKILL)
+    await process.wait()
+    async with open_store(url) as store:
+        stored = {e.id for e in await store.audit_events(limit=100_000)}
+        assert set(acknowledged) <= stored
+        report = auditchain.verify(await store.audit_links(0, 100_000), [], key.public_key())
+        assert report.ok, report.problem
+        assert report.events == len(stored)
