@@ -18,12 +18,12 @@ Nothing here touches the database or the disk: the store and the export feed it.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
+import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -34,9 +34,16 @@ GENESIS: Final = "0" * 64
 RECORD_VERSION: Final = 1
 
 
+_CANONICAL: Final = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
 def canonical(value: Mapping[str, Any]) -> str:
-    """The one JSON text of ``value`` that hashes and signs."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """The one JSON text of ``value`` that hashes and signs: sorted keys, no spaces, UTF-8.
+
+    orjson rather than the standard library because verification re-encodes every event
+    and orjson does it an order of magnitude faster; the text is the same for our records.
+    """
+    return orjson.dumps(value, option=_CANONICAL).decode()
 
 
 def record(
@@ -297,7 +304,7 @@ def verify_export(lines: Iterable[str], public_key: Ed25519PublicKey) -> Report:
                 report.fail(None, f"line {number} is cut short")
                 return report
             line = raw[:-1]
-            data = json.loads(line)
+            data = orjson.loads(line)
             if not isinstance(data, dict) or canonical(data) != line:
                 report.fail(None, f"line {number} is not in canonical form (edited?)")
                 return report

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal, overload
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, event, insert, select, text, update
@@ -171,13 +172,13 @@ def create_engine(url: str) -> AsyncEngine:
     """An async engine for ``url`` with the connection settings the store relies on."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return _create_async_engine(url)
+        return _create_async_engine(url, json_serializer=_json_text, json_deserializer=orjson.loads)
     database = parsed.database
     if not database or database == ":memory:" or database.startswith("file:"):
         # Each pooled connection would see its own empty database.
         raise ValueError(f"the store needs a SQLite file path, not {url!r}")
     Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = _create_async_engine(url)
+    engine = _create_async_engine(url, json_serializer=_json_text, json_deserializer=orjson.loads)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
@@ -219,6 +220,10 @@ def alembic_config(url: str) -> Config:
     # ConfigParser interpolates '%', which URL-encoded passwords contain.
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
+
+
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 class Store:
@@ -760,29 +765,60 @@ class Store:
         whose columns were edited behind its record's back is marked, so that verification
         names it: filters run on the columns, so they must not lie.
         """
+        # plain rows, not ORM objects: verification reads every event there is
+        e = AuditEventRow
         query = (
-            select(AuditEventRow)
-            .where(AuditEventRow.seq > after_seq)
-            .order_by(AuditEventRow.seq)
+            select(
+                e.seq,
+                e.prev_hash,
+                e.hash,
+                e.record,
+                e.at,
+                e.type,
+                e.actor,
+                e.role,
+                e.source,
+                e.ticket_id,
+                e.session_id,
+                e.agent_id,
+                e.details,
+            )
+            .where(e.seq > after_seq)
+            .order_by(e.seq)
             .limit(limit)
         )
         async with self._read() as s:
-            rows = list(await s.scalars(query))
+            rows = (await s.execute(query)).all()
+        record = auditchain.record
         links = []
-        for row in rows:
-            match = not check_columns or row.record == auditchain.record(
-                seq=row.seq,
-                at=_utc(row.at),
-                type=row.type,
-                actor=row.actor,
-                role=row.role,
-                source=row.source,
-                ticket_id=row.ticket_id,
-                session_id=row.session_id,
-                agent_id=row.agent_id,
-                details=row.details,
+        for (
+            seq,
+            prev,
+            digest,
+            text_,
+            at,
+            type_,
+            actor,
+            role,
+            source,
+            ticket,
+            session,
+            agent,
+            details,
+        ) in rows:
+            match = not check_columns or text_ == record(
+                seq=seq,
+                at=_utc(at),
+                type=type_,
+                actor=actor,
+                role=role,
+                source=source,
+                ticket_id=ticket,
+                session_id=session,
+                agent_id=agent,
+                details=details,
             )
-            links.append(auditchain.Link(row.seq, row.prev_hash, row.hash, row.record, match))
+            links.append(auditchain.Link(seq, prev, digest, text_, match))
         return links
 
     async def add_checkpoint(self, checkpoint: auditchain.Checkpoint) -> None:
