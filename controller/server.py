@@ -209,6 +209,15 @@ class Controller:
                     elif isinstance(event, ResultReceived) and link is not None:
                         await self._on_result(link, event.result)
                     elif isinstance(event, Ended) and link is not None:
+                        # the customer ended it: their consent is withdrawn from now on
+                        await self.audit(
+                            "consent.revoked",
+                            source=source,
+                            ticket_id=link.ticket_id,
+                            session_id=link.session_id,
+                            agent_id=link.agent_id,
+                            details={"reason": event.reason},
+                        )
                         await self.end_session(link, event.reason, by="agent")
                         link = None
                     elif isinstance(event, Refused):

@@ -61,6 +61,7 @@ def test_join_diagnose_attach_leave(controller: Controller) -> None:
         "agent.joined",
         "diag.requested",
         "diag.result",
+        "consent.revoked",
         "agent.left",
     ):
         assert expected in types, (expected, types)
