@@ -23,8 +23,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-Scope = Literal["diagnostics:read"]
-DEFAULT_SCOPES: tuple[Scope, ...] = ("diagnostics:read",)
+Scope = Literal["diagnostics:read", "fixes:propose"]
+#: what a join asks for; every fix proposal still asks the customer on its own
+DEFAULT_SCOPES: tuple[Scope, ...] = ("diagnostics:read", "fixes:propose")
 
 
 def new_id() -> str:
@@ -124,10 +125,13 @@ class ConsentRequest(_Message):
 
 
 class ConsentAnswer(_Message):
-    """Agent → controller: the customer's yes or no."""
+    """Agent → controller: the customer's yes or no, and fixes allowed without asking."""
 
     type: Literal["consent_answer"] = "consent_answer"
     granted: bool
+    #: fix ids the customer pre-approved at join (``--allow``) or the managed config lists
+    preapproved: tuple[str, ...] = Field(default=(), max_length=64)
+    unattended: tuple[str, ...] = Field(default=(), max_length=64)
 
 
 class SessionStarted(_Message):
@@ -152,6 +156,30 @@ class DiagRequest(_Message):
 
     type: Literal["diag_request"] = "diag_request"
     collectors: tuple[str, ...] | None = None
+
+
+class FixProposal(_Message):
+    """Controller → agent: run one fix from the signed catalogue, if the customer agrees.
+
+    The signed bundle travels with every proposal; the agent verifies it with its pinned
+    key and checks the fix's hash before anything runs. There is no other way to run
+    anything on the agent.
+    """
+
+    type: Literal["fix_proposal"] = "fix_proposal"
+    bundle: dict[str, str]
+    fix_id: str = Field(max_length=48)
+    params: dict[str, str] = Field(default_factory=dict, max_length=32)
+    technician: Technician
+    ticket: TicketRef
+
+
+class FixOutput(_Message):
+    """Agent → controller: live output of a running fix (``reply_to`` names the proposal)."""
+
+    type: Literal["fix_output"] = "fix_output"
+    stream: Literal["stdout", "stderr", "status"]
+    data: str = Field(max_length=65_536)
 
 
 class Result(_Message):
@@ -227,6 +255,8 @@ Message = Annotated[
     | SessionStarted
     | Ping
     | DiagRequest
+    | FixProposal
+    | FixOutput
     | Result
     | Ack
     | Auth
@@ -249,6 +279,8 @@ __all__ = [
     "DiagRequest",
     "End",
     "Error",
+    "FixOutput",
+    "FixProposal",
     "Hello",
     "Join",
     "Message",

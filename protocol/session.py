@@ -34,6 +34,8 @@ from protocol.messages import (
     ConsentAnswer,
     ConsentRequest,
     DiagRequest,
+    FixOutput,
+    FixProposal,
     Hello,
     Join,
     Message,
@@ -64,7 +66,7 @@ class SessionLive:
 class RequestReceived:
     """Agent: the controller asks for something; answer with :meth:`AgentSession.reply`."""
 
-    request: Ping | DiagRequest
+    request: Ping | DiagRequest | FixProposal
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,15 @@ class ConsentDecided:
     """Controller: the customer answered."""
 
     granted: bool
+    preapproved: tuple[str, ...] = ()
+    unattended: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class OutputReceived:
+    """Controller: a running fix printed something."""
+
+    output: FixOutput
 
 
 @dataclass(frozen=True)
@@ -128,6 +139,7 @@ class AgentSession(Machine[AgentState]):
         (AgentState.AWAIT_SESSION, "session_started"): "_on_session_started",
         (AgentState.LIVE, "ping"): "_on_request",
         (AgentState.LIVE, "diag_request"): "_on_request",
+        (AgentState.LIVE, "fix_proposal"): "_on_request",
         (AgentState.LIVE, "ack"): "_on_ack",
     }
     _ENDED = AgentState.ENDED
@@ -183,10 +195,13 @@ class AgentSession(Machine[AgentState]):
         self.state = AgentState.ASKING_CUSTOMER
         return [ConsentNeeded(message)]
 
-    def answer_consent(self, granted: bool) -> None:
+    def answer_consent(
+        self, granted: bool, preapproved: tuple[str, ...] = (), unattended: tuple[str, ...] = ()
+    ) -> None:
         """Send the customer's answer; a no ends the conversation."""
         self._expect(AgentState.ASKING_CUSTOMER)
-        self._send([ConsentAnswer(granted=granted)])
+        self._send([ConsentAnswer(granted=granted, preapproved=preapproved,
+                                  unattended=unattended)])
         self.state = AgentState.AWAIT_SESSION if granted else AgentState.ENDED
 
     def _on_session_started(self, message: Message) -> list[object]:
@@ -196,7 +211,7 @@ class AgentSession(Machine[AgentState]):
         return [SessionLive(message)]
 
     def _on_request(self, message: Message) -> list[object]:
-        assert isinstance(message, Ping | DiagRequest)
+        assert isinstance(message, Ping | DiagRequest | FixProposal)
         return [RequestReceived(message)]
 
     def _on_ack(self, message: Message) -> list[object]:
@@ -207,6 +222,11 @@ class AgentSession(Machine[AgentState]):
         """Queue a result (built by the driver, which also keeps it in the outbox)."""
         self._expect(AgentState.LIVE)
         self._send([result])
+
+    def output(self, output: FixOutput) -> None:
+        """Queue live output of a running fix (best effort: the result carries it too)."""
+        self._expect(AgentState.LIVE)
+        self._send([output])
 
 
 # -- controller side --------------------------------------------------------------------
@@ -230,6 +250,7 @@ class ControllerSession(Machine[ControllerState]):
         (ControllerState.SENT_HELLO, "resume"): "_on_resume",
         (ControllerState.AWAIT_CONSENT, "consent_answer"): "_on_consent",
         (ControllerState.LIVE, "result"): "_on_result",
+        (ControllerState.LIVE, "fix_output"): "_on_output",
     }
     _ENDED = ControllerState.ENDED
     _FAILED = ControllerState.FAILED
@@ -278,7 +299,7 @@ class ControllerSession(Machine[ControllerState]):
     def _on_consent(self, message: Message) -> list[object]:
         assert isinstance(message, ConsentAnswer)
         self.state = ControllerState.DECIDING if message.granted else ControllerState.ENDED
-        return [ConsentDecided(message.granted)]
+        return [ConsentDecided(message.granted, message.preapproved, message.unattended)]
 
     def start(self, started: SessionStarted) -> None:
         """Consent given (or resume verified): the session is live."""
@@ -293,7 +314,13 @@ class ControllerSession(Machine[ControllerState]):
         """Refuse a join or resume with a reason the agent can show."""
         self.fail(_Refusal(code, message))
 
-    def send_request(self, request: Ping | DiagRequest) -> None:
+    def _on_output(self, message: Message) -> list[object]:
+        assert isinstance(message, FixOutput)
+        if not message.reply_to:
+            raise RemoteProtocolError("fix output must name the proposal it belongs to")
+        return [OutputReceived(message)]
+
+    def send_request(self, request: Ping | DiagRequest | FixProposal) -> None:
         """Ask the live agent for something."""
         self._expect(ControllerState.LIVE)
         self._send([request])

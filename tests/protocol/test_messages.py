@@ -95,8 +95,9 @@ def test_only_version_1_is_accepted() -> None:
         Ping(v=2)
 
 
-def test_the_only_scope_is_reading_diagnostics() -> None:
-    assert DEFAULT_SCOPES == ("diagnostics:read",)
+def test_scopes_are_reading_diagnostics_and_proposing_fixes() -> None:
+    # proposing is all a session grants: each fix still asks the customer
+    assert DEFAULT_SCOPES == ("diagnostics:read", "fixes:propose")
     with pytest.raises(ValidationError):
         SessionStarted(
             session_id="s",

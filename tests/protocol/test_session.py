@@ -400,14 +400,14 @@ AGENT_ACCEPTS = {
     AgentState.AWAIT_CONSENT_REQUEST: {"consent_request"},
     AgentState.ASKING_CUSTOMER: set(),
     AgentState.AWAIT_SESSION: {"session_started"},
-    AgentState.LIVE: {"ping", "diag_request", "ack"},
+    AgentState.LIVE: {"ping", "diag_request", "fix_proposal", "ack"},
 }
 CONTROLLER_ACCEPTS = {
     ControllerState.SENT_HELLO: {"join", "resume"},
     ControllerState.CHECKING: set(),
     ControllerState.AWAIT_CONSENT: {"consent_answer"},
     ControllerState.DECIDING: set(),
-    ControllerState.LIVE: {"result"},
+    ControllerState.LIVE: {"result", "fix_output"},
 }
 ALWAYS = {"error", "end"}
 
