@@ -1,257 +1,190 @@
-"""One diagnostics snapshot of the customer's machine, taken with psutil.
+"""One diagnostics snapshot of the customer's machine: run the collectors, bound the result.
 
-Each collector fills one section of the snapshot and runs on its own: a collector that
-fails is reported under ``errors`` and never stops the others. Every list is capped and
-every string clipped, so a snapshot stays far below the agent's frame limit whatever the
-machine looks like. psutil is imported inside the collectors so that an idle agent that
-never takes a snapshot never pays for it.
+The collectors themselves live in :mod:`agent.collectors`, one module each, imported only
+when a snapshot asks for them (psutil included), so an idle agent never pays for them.
+This module owns how a snapshot is taken:
+
+- every selected collector runs in its own daemon thread, all at once, so the ones that
+  wait (DNS, a TCP probe, ``systemctl``, ``journalctl``, the package manager) overlap;
+- each has its own time limit; a collector that fails or runs out of time becomes a line
+  under ``errors`` ("network: timed out after 3 s") and never stops the others, and a
+  thread that overruns is left to finish on its own (it can hold nothing we wait for);
+- every section is then bounded (strings clipped, lists capped, at most
+  :data:`MAX_SECTION_BYTES` of JSON) and **redacted** (:mod:`agent.collectors.redact`), so
+  nothing that looks like a secret leaves the machine, whatever a collector picked up;
+- the agent's memory goes back to about where it was (see :func:`_malloc`): a dozen
+  short-lived threads would otherwise leave glibc arenas and freed pages behind.
 """
 
 from __future__ import annotations
 
-import heapq
+import json
+import math
 import os
-import platform
-import socket
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from typing import Any, Final
 
-#: The collectors, in the order their sections appear in a snapshot.
-COLLECTORS: Final[tuple[str, ...]] = ("system", "cpu", "memory", "disks", "processes")
+from agent.collectors import CATALOGUE, COLLECTORS, Collect, canonical, load
+from agent.collectors._common import Context, clip, iso
 
-#: How long the CPU load is sampled; the snapshot's duration is dominated by it.
-CPU_SAMPLE_SECONDS: Final = 0.05
-MAX_CORES: Final = 256
-MAX_PARTITIONS: Final = 50
-TOP_PROCESSES: Final = 5
-MAX_TEXT: Final = 256
+__all__ = ["COLLECTORS", "collect_snapshot"]
+
+SCHEMA: Final = 2
+MAX_TEXT: Final = 1024
+MAX_ITEMS: Final = 256
+MAX_DEPTH: Final = 8
 MAX_ERROR: Final = 500
+MAX_SECTION_BYTES: Final = 64 * 1024
 
-_PROCESS_ATTRS: Final = ["pid", "name", "memory_info", "cpu_times", "status"]
+#: Collector functions by name; filled on first use (tests put their own in).
+_REGISTRY: dict[str, Collect] = {}
+#: Time limits by name, in seconds (tests shorten them).
+TIMEOUTS: dict[str, float] = {name: spec.timeout for name, spec in CATALOGUE.items()}
 
 
-def collect_snapshot(collectors: Sequence[str] | None = None) -> dict[str, Any]:
-    """Take one snapshot with the given collectors (all of them by default)."""
-    selected = _select(collectors)
-    started = time.perf_counter()
-    snapshot: dict[str, Any] = {"taken_at": _iso(time.time(), "milliseconds")}
-    errors: dict[str, str] = {}
-    for name in selected:
+class _Run:
+    """One collector in its own daemon thread, and what it produced."""
+
+    def __init__(self, name: str, collect: Collect, ctx: Context) -> None:
+        self.name = name
+        self.value: dict[str, Any] | None = None
+        self.error: BaseException | None = None
+        self.elapsed_ms: float | None = None
+        self.thread = threading.Thread(
+            target=self._run, args=(collect, ctx), name=f"diag-{name}", daemon=True
+        )
+
+    def _run(self, collect: Collect, ctx: Context) -> None:
+        began = time.perf_counter()
         try:
-            snapshot[name] = _REGISTRY[name]()
-        except Exception as exc:  # one broken collector must not cost the others
-            errors[name] = _clip(f"{type(exc).__name__}: {exc}", MAX_ERROR)
+            self.value = collect(ctx)
+        except BaseException as exc:  # reported as data; the agent must not notice
+            self.error = exc
+        self.elapsed_ms = round((time.perf_counter() - began) * 1000, 1)
+
+
+def collect_snapshot(
+    collectors: Sequence[str] | None = None,
+    *,
+    controller_url: str | None = None,
+    resolve: str | None = None,
+) -> dict[str, Any]:
+    """Take one snapshot with the given collectors (names or aliases; all by default).
+
+    ``controller_url`` lets the network collector probe the controller on a fresh
+    connection; ``resolve`` is the name it looks up (default: HELPLINE_DIAG_RESOLVE, the
+    controller's host name, or example.com).
+    """
+    selected = COLLECTORS if collectors is None else canonical(collectors)
+    malloc = _malloc()
+    started = time.perf_counter()
+    ctx = Context(controller_url=controller_url, resolve_name=resolve)
+    runs = [_Run(name, _collector(name), ctx) for name in selected]
+    for run in runs:
+        run.thread.start()
+    snapshot: dict[str, Any] = {
+        "schema": SCHEMA,
+        "taken_at": iso(time.time(), "milliseconds"),
+        "collectors": list(selected),
+    }
+    errors: dict[str, str] = {}
+    timings: dict[str, float] = {}
+    for run in runs:
+        limit = TIMEOUTS.get(run.name, 2.0)
+        run.thread.join(max(0.0, started + limit - time.perf_counter()))
+        if run.thread.is_alive():
+            errors[run.name] = f"timed out after {limit:g} s"
+            continue
+        timings[run.name] = run.elapsed_ms or 0.0
+        if run.error is not None:
+            errors[run.name] = _error_text(run.error)
+            continue
+        section = bound(run.value)
+        size = len(json.dumps(section, separators=(",", ":")))
+        if size > MAX_SECTION_BYTES:
+            errors[run.name] = f"output of {size} bytes exceeds the {MAX_SECTION_BYTES} limit"
+            continue
+        snapshot[run.name] = section
     snapshot["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)
+    snapshot["timings_ms"] = timings
     snapshot["errors"] = errors
+    if malloc is not None:
+        malloc.malloc_trim(0)  # hand the pages the collectors freed back to the OS
     return snapshot
 
 
-def _select(collectors: Sequence[str] | None) -> tuple[str, ...]:
-    """Validate a selection and return it in snapshot order, without duplicates."""
-    if collectors is None:
-        return COLLECTORS
-    if isinstance(collectors, str):
-        raise TypeError(f"collectors must be a sequence of names, e.g. ({collectors!r},)")
-    unknown = sorted(set(collectors) - set(COLLECTORS))
-    if unknown:
-        raise ValueError(
-            f"unknown collector(s): {', '.join(unknown)}; valid: {', '.join(COLLECTORS)}"
-        )
-    return tuple(name for name in COLLECTORS if name in collectors)
+_M_ARENA_MAX: Final = -8
+_libc: Any = None
 
 
-# -- collectors --------------------------------------------------------------------------
+def _malloc() -> Any:
+    """glibc, set up for short-lived collector threads; None elsewhere.
 
-
-def _system() -> dict[str, Any]:
-    import psutil
-
-    boot = float(psutil.boot_time())
-    users = psutil.users()
-    return {
-        "os": platform.system(),
-        "os_release": _os_release(),
-        "os_version": _clip(platform.version()),
-        "platform": _clip(platform.platform()),
-        "hostname": _clip(socket.gethostname()),
-        "kernel": _clip(platform.release()),
-        "architecture": platform.machine(),
-        "python": platform.python_version(),
-        "boot_time": _iso(boot, "seconds"),
-        "uptime_seconds": max(0, int(time.time() - boot)),
-        "users": len({str(user.name) for user in users}),
-        "user_sessions": len(users),
-    }
-
-
-def _os_release() -> str:
-    """The distribution or product name people recognise, e.g. "Debian GNU/Linux 12"."""
-    system = platform.system()
-    if system == "Linux":
-        try:
-            info = platform.freedesktop_os_release()
-        except OSError:
-            return _clip(platform.release())
-        return _clip(info.get("PRETTY_NAME") or info.get("NAME") or "Linux")
-    if system == "Darwin":
-        return f"macOS {platform.mac_ver()[0]}".strip()
-    if system == "Windows":
-        release, version, _, _ = platform.win32_ver()
-        parts = ("Windows", release, platform.win32_edition() or "", f"({version})")
-        return _clip(" ".join(part for part in parts if part))
-    return _clip(platform.release())
-
-
-def _cpu() -> dict[str, Any]:
-    import psutil
-
-    # One sample of the per-core figures; the overall figure is their mean, which is
-    # what psutil computes too, so the sample is taken once rather than twice.
-    per_core = [float(p) for p in psutil.cpu_percent(interval=CPU_SAMPLE_SECONDS, percpu=True)]
-    percent = round(sum(per_core) / len(per_core), 1) if per_core else None
-    load: list[float] | None = None
-    # os.getloadavg only: psutil emulates it on Windows with a background thread.
-    if hasattr(os, "getloadavg"):
-        try:
-            load = [round(value, 2) for value in os.getloadavg()]
-        except OSError:
-            load = None
-    return {
-        "logical": _opt_int(psutil.cpu_count(logical=True)),
-        "physical": _opt_int(psutil.cpu_count(logical=False)),
-        "percent": percent,
-        "per_core": per_core[:MAX_CORES],
-        "load_avg": load,
-        "sample_ms": round(CPU_SAMPLE_SECONDS * 1000),
-    }
-
-
-def _memory() -> dict[str, Any]:
-    import psutil
-
-    vm = psutil.virtual_memory()
-    swap = psutil.swap_memory()
-    return {
-        "total": int(vm.total),
-        "available": int(vm.available),
-        "used": int(vm.used),
-        "percent": float(vm.percent),
-        "swap": {"total": int(swap.total), "used": int(swap.used), "percent": float(swap.percent)},
-    }
-
-
-def _disks() -> dict[str, Any]:
-    import psutil
-
-    partitions: list[dict[str, Any]] = []
-    skipped = 0
-    all_partitions = psutil.disk_partitions(all=False)
-    for part in all_partitions[:MAX_PARTITIONS]:
-        try:
-            usage = psutil.disk_usage(part.mountpoint)
-        except OSError:  # PermissionError included: unreadable or vanished mounts
-            skipped += 1
-            continue
-        partitions.append(
-            {
-                "mountpoint": _clip(str(part.mountpoint)),
-                "device": _clip(str(part.device)),
-                "fstype": _clip(str(part.fstype)),
-                "total": int(usage.total),
-                "used": int(usage.used),
-                "free": int(usage.free),
-                "percent": float(usage.percent),
-            }
-        )
-    return {
-        "partitions": partitions,
-        "skipped": skipped,
-        "truncated": len(all_partitions) > MAX_PARTITIONS,
-    }
-
-
-def _processes() -> dict[str, Any]:
-    import psutil
-
-    # ad_value=None: a field we may not read becomes None; process_iter itself skips
-    # processes that vanish while we look at them.
-    procs = list(psutil.process_iter(_PROCESS_ATTRS, ad_value=None))
-    by_cpu = heapq.nlargest(TOP_PROCESSES, procs, key=_cpu_seconds)
-    by_rss = heapq.nlargest(TOP_PROCESSES, procs, key=_rss)
-    # The user name costs a lookup per process, so only the few shown get one.
-    usernames: dict[int, str | None] = {}
-    for proc in (*by_cpu, *by_rss):
-        if proc.pid not in usernames:
-            usernames[proc.pid] = _username(proc, psutil)
-    return {
-        "count": len(procs),
-        "top_cpu": [_describe(proc, usernames) for proc in by_cpu],
-        "top_memory": [_describe(proc, usernames) for proc in by_rss],
-    }
-
-
-def _cpu_seconds(proc: Any) -> float:
-    times = proc.info.get("cpu_times")
-    return float(times.user + times.system) if times is not None else -1.0
-
-
-def _rss(proc: Any) -> int:
-    mem = proc.info.get("memory_info")
-    return int(mem.rss) if mem is not None else -1
-
-
-def _username(proc: Any, psutil: Any) -> str | None:
-    try:
-        return _clip(str(proc.username()))
-    except (psutil.Error, KeyError, OSError):  # gone, denied, or uid with no name
+    By default glibc gives each new thread that allocates its own arena (up to eight per
+    core) and keeps what it freed, which an idle agent would carry for good after one
+    snapshot. Two arenas are plenty for a process that is idle between snapshots, and
+    ``malloc_trim`` after each one returns the freed pages. Measured in
+    ``bench/diag_snapshot.py``.
+    """
+    global _libc
+    if not sys.platform.startswith("linux"):
         return None
+    if _libc is None:
+        import ctypes
+
+        try:
+            if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
+                raise OSError("not glibc")
+            libc = ctypes.CDLL(None)
+            libc.mallopt(_M_ARENA_MAX, 2)
+            _libc = libc
+        except (OSError, ValueError, AttributeError):  # musl, no confstr name, no symbol
+            _libc = False
+    return _libc or None
 
 
-def _describe(proc: Any, usernames: dict[int, str | None]) -> dict[str, Any]:
-    info = proc.info
-    cpu = _cpu_seconds(proc)
-    rss = _rss(proc)
-    name = info.get("name")
-    status = info.get("status")
-    return {
-        "pid": int(proc.pid),
-        "name": _clip(str(name)) if name is not None else None,
-        "username": usernames.get(proc.pid),
-        "rss": rss if rss >= 0 else None,
-        "cpu_seconds": round(cpu, 2) if cpu >= 0 else None,
-        "status": str(status) if status is not None else None,
-    }
+def _collector(name: str) -> Collect:
+    found = _REGISTRY.get(name)
+    if found is None:
+        found = _REGISTRY[name] = load(name)
+    return found
 
 
-_REGISTRY: Final[dict[str, Callable[[], dict[str, Any]]]] = {
-    "system": _system,
-    "cpu": _cpu,
-    "memory": _memory,
-    "disks": _disks,
-    "processes": _processes,
-}
+def _error_text(exc: BaseException) -> str:
+    from agent.collectors._common import CollectorError
+    from agent.collectors.redact import redact
+
+    text = str(exc) if isinstance(exc, CollectorError) else f"{type(exc).__name__}: {exc}"
+    return clip(redact(text), MAX_ERROR)
 
 
-# -- helpers -----------------------------------------------------------------------------
+def bound(value: Any, depth: int = 0) -> Any:
+    """A JSON-safe copy of ``value``: strings redacted and clipped, lists and maps capped."""
+    from agent.collectors.redact import redact
 
-
-def _iso(timestamp: float, timespec: str) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec=timespec)
-
-
-def _clip(text: str, limit: int = MAX_TEXT) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _opt_int(value: Any) -> int | None:
-    return int(value) if value is not None else None
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return clip(redact(value), MAX_TEXT)
+    if depth >= MAX_DEPTH:
+        return clip(redact(str(value)), MAX_TEXT)
+    if isinstance(value, dict):
+        return {
+            clip(redact(str(key)), 128): bound(item, depth + 1)
+            for key, item in list(value.items())[:MAX_ITEMS]
+        }
+    if isinstance(value, list | tuple):
+        return [bound(item, depth + 1) for item in value[:MAX_ITEMS]]
+    return clip(redact(str(value)), MAX_TEXT)
 
 
 if __name__ == "__main__":  # pragma: no cover - a quick look by hand
-    import json
-
-    json.dump(collect_snapshot(), sys.stdout, indent=2)
+    names = sys.argv[1].split(",") if len(sys.argv) > 1 else None
+    url = os.environ.get("HELPLINE_DIAG_CONTROLLER")
+    json.dump(collect_snapshot(names, controller_url=url), sys.stdout, indent=2)
     print()

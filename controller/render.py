@@ -1,8 +1,9 @@
-"""Show a diagnostics snapshot to a technician with rich.
+"""Show diagnostics to a technician with rich: findings first, then the details, and diffs.
 
 A snapshot comes from the customer's machine, so every value in it is untrusted: text is
-never interpreted as rich markup, and any section or field may be missing or of the wrong
-type (an older agent, a failed collector) without stopping the rest of the summary.
+never interpreted as rich markup (it always goes through ``Text``), and any section or
+field may be missing or of the wrong type (an older agent, a failed collector) without
+stopping the rest of the summary.
 """
 
 from __future__ import annotations
@@ -17,23 +18,100 @@ from rich.text import Text
 WARN_PERCENT = 80.0
 CRIT_PERCENT = 90.0
 _MISSING = "—"
+SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
+_MAX_LOG_LINES = 5
+
+
+def render_diagnostics(
+    console: Console, snapshot: Mapping[str, Any], findings: Sequence[Any] | None
+) -> None:
+    """Findings first (most severe first), then the snapshot's details."""
+    if findings is not None:
+        render_findings(console, findings)
+        console.rule("details", style="dim")
+    render_snapshot(console, snapshot)
+
+
+def render_findings(console: Console, findings: Sequence[Any]) -> None:
+    """One block per finding: severity and title, evidence, advice, the suggested fix."""
+    rows = [f for f in findings if isinstance(f, Mapping)]
+    if not rows:
+        console.print(Text("✓ no findings: nothing in this snapshot looks wrong", style="green"))
+        return
+    counts: dict[str, int] = {}
+    for finding in rows:
+        severity = _str(finding.get("severity")) or "info"
+        counts[severity] = counts.get(severity, 0) + 1
+    summary = Text("Findings: ", style="bold")
+    for n, severity in enumerate(s for s in SEVERITY_STYLE if s in counts):
+        if n:
+            summary.append(", ")
+        summary.append(f"{counts[severity]} {severity}", style=SEVERITY_STYLE[severity])
+    console.print(summary)
+    # a grid, so that long lines wrap under their own column, not under the marker
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True)
+    grid.add_column()
+    for finding in rows:
+        severity = _str(finding.get("severity")) or "info"
+        style = SEVERITY_STYLE.get(severity, "")
+        grid.add_row(Text(f"● {severity.upper():<8}", style=style), _finding_body(finding))
+    console.print(grid)
+
+
+def _finding_body(finding: Mapping[str, Any]) -> Text:
+    text = Text(_str(finding.get("title")) or _str(finding.get("rule")) or "?", style="bold")
+    explanation = _str(finding.get("explanation"))
+    if explanation:
+        text.append(f"\n{explanation}", style="dim")
+    for line in _strings(finding.get("evidence")):
+        text.append(f"\n· {line}")
+    advice = _str(finding.get("advice"))
+    if advice:
+        text.append(f"\n→ {advice}")
+    fix = _str(finding.get("fix"))
+    if fix:
+        text.append("\nsuggested fix: ", style="dim")
+        text.append(fix, style="bold")
+        params = finding.get("fix_params")
+        if isinstance(params, Mapping):
+            for name, value in params.items():
+                text.append(f" --param {name}={value}")
+    return text
 
 
 def render_snapshot(console: Console, snapshot: Mapping[str, Any]) -> None:
     """Print a readable summary of ``snapshot`` to ``console``."""
-    console.print(_header(snapshot))
-    console.print(_load_line(snapshot))
+    collected = snapshot.get("collectors")
+    # None: an older snapshot that does not say which collectors it asked for
+    asked = {str(c) for c in collected} if isinstance(collected, list) else None
+    if asked is None or "system" in asked:
+        console.print(_header(snapshot))
+    else:
+        console.print(Text(f"partial snapshot: {', '.join(sorted(asked))}", style="bold"))
+    if asked is None or asked & {"cpu", "memory"}:
+        console.print(_load_line(snapshot))
+    for line in (_network_line(snapshot), _state_line(snapshot)):
+        if line:
+            console.print(line)
     disks = _section(snapshot, "disks")
     if disks is not None:
         console.print(_disks_table(disks))
+    services = _section(snapshot, "services")
+    failed = _rows(services.get("failed")) if services else []
+    if failed:
+        console.print(_services_table(failed))
     processes = _section(snapshot, "processes")
     if processes is not None:
         count = _num(processes.get("count"))
         suffix = f" of {count:.0f}" if count is not None else ""
-        for key, title in (("top_cpu", "by CPU time"), ("top_memory", "by memory")):
+        for key, title in (("top_cpu", "by CPU"), ("top_memory", "by memory")):
             rows = _rows(processes.get(key))
             if rows:
                 console.print(_process_table(f"Top processes {title}{suffix}", rows))
+    logs = _section(snapshot, "logs")
+    if logs is not None:
+        _print_logs(console, logs)
     errors = snapshot.get("errors")
     if isinstance(errors, Mapping):
         for name, message in errors.items():
@@ -64,6 +142,9 @@ def _header(snapshot: Mapping[str, Any]) -> Text:
     users = _num(system.get("users"))
     if users is not None:
         parts.append(f"{users:.0f} user{'' if users == 1 else 's'} logged in")
+    timezone = system.get("timezone")
+    if isinstance(timezone, Mapping) and _str(timezone.get("name")):
+        parts.append(f"TZ {timezone.get('name')}")
     header = Text(hostname, style="bold")
     for part in parts:
         header.append(" · ")
@@ -103,6 +184,91 @@ def _load_line(snapshot: Mapping[str, Any]) -> Text:
     return line
 
 
+def _network_line(snapshot: Mapping[str, Any]) -> Text | None:
+    network = _section(snapshot, "network")
+    if network is None:
+        return None
+    line = Text("Network ", style="bold")
+    parts: list[Text] = []
+    route = network.get("default_route")
+    if isinstance(route, Mapping):
+        v4 = route.get("ipv4")
+        if isinstance(v4, Mapping):
+            parts.append(Text(f"gateway {v4.get('gateway')} via {v4.get('interface')}"))
+        elif route.get("available") is True and not isinstance(route.get("ipv6"), Mapping):
+            parts.append(Text("no default route", style="red"))
+    dns = network.get("dns")
+    if isinstance(dns, Mapping):
+        servers = _strings(dns.get("servers"))
+        parts.append(Text(f"DNS {', '.join(servers)}" if servers else "no DNS servers"))
+    resolve = network.get("resolve")
+    if isinstance(resolve, Mapping):
+        name = _str(resolve.get("name")) or "?"
+        if resolve.get("ok") is True:
+            parts.append(Text(f"lookup {name} ok"))
+        else:
+            parts.append(Text(f"lookup {name} failed", style="red"))
+    controller = network.get("controller")
+    if isinstance(controller, Mapping):
+        if controller.get("reachable") is True:
+            parts.append(Text("support server reachable"))
+        else:
+            parts.append(Text("support server unreachable on a new connection", style="red"))
+    listening = _num(network.get("listening_count"))
+    if listening is not None:
+        parts.append(Text(f"{listening:.0f} listening ports"))
+    for n, part in enumerate(parts):
+        if n:
+            line.append(" · ")
+        line.append_text(part)
+    return line if parts else None
+
+
+def _state_line(snapshot: Mapping[str, Any]) -> Text | None:
+    """Clock, updates, restart, services, battery, sensors: one line of what is known."""
+    parts: list[Text] = []
+    clock = _section(snapshot, "time")
+    if clock is not None and clock.get("available") is not False:
+        synced = clock.get("synchronized")
+        if synced is True:
+            parts.append(Text("clock synchronised"))
+        elif synced is False:
+            parts.append(Text("clock not synchronised", style="yellow"))
+    packages = _section(snapshot, "packages")
+    if packages is not None and packages.get("available") is True:
+        if packages.get("checking") is True:
+            parts.append(Text("updates: still checking", style="dim"))
+        else:
+            pending, security = _num(packages.get("pending")), _num(packages.get("security"))
+            if pending is not None:
+                extra = f" ({security:.0f} security)" if security else ""
+                style = "yellow" if security else ""
+                parts.append(Text(f"{pending:.0f} updates pending{extra}", style=style))
+    system = _section(snapshot, "system")
+    if system is not None and system.get("pending_reboot") is True:
+        parts.append(Text("restart pending", style="yellow"))
+    services = _section(snapshot, "services")
+    if services is not None and services.get("available") is True:
+        failed = _num(services.get("failed_count")) or 0
+        parts.append(Text(f"{failed:.0f} failed services", style="red" if failed else ""))
+    battery = _section(snapshot, "battery")
+    if battery is not None and battery.get("available") is True:
+        percent, health = _num(battery.get("percent")), _num(battery.get("health_percent"))
+        text = f"battery {percent:.0f} %" if percent is not None else "battery"
+        parts.append(Text(text + (f" (health {health:.0f} %)" if health is not None else "")))
+    sensors = _section(snapshot, "sensors")
+    if sensors is not None and _num(sensors.get("hottest")) is not None:
+        parts.append(Text(f"hottest sensor {_num(sensors.get('hottest')):.0f} °C"))
+    if not parts:
+        return None
+    line = Text("State ", style="bold")
+    for n, part in enumerate(parts):
+        if n:
+            line.append(" · ")
+        line.append_text(part)
+    return line
+
+
 def _usage_text(used: Any, total: Any, section: Mapping[str, Any]) -> Text:
     used_n, total_n = _num(used), _num(total)
     text = Text(f"{humanize_bytes(used_n)} / {humanize_bytes(total_n)} (")
@@ -119,14 +285,19 @@ def _disks_table(disks: Mapping[str, Any]) -> Table:
     table.add_column("Used", justify="right")
     table.add_column("Total", justify="right")
     table.add_column("Use", justify="right")
+    table.add_column("Inodes", justify="right")
     for part in _rows(disks.get("partitions")):
+        mount = Text(_str(part.get("mountpoint")) or _MISSING)
+        if part.get("readonly") is True:
+            mount.append(" (ro)", style="dim")
         table.add_row(
-            Text(_str(part.get("mountpoint")) or _MISSING),
+            mount,
             Text(_str(part.get("device")) or _MISSING),
             Text(_str(part.get("fstype")) or _MISSING),
             humanize_bytes(_num(part.get("used"))),
             humanize_bytes(_num(part.get("total"))),
             _percent_text(_num(part.get("percent"))),
+            _percent_text(_num(part.get("inodes_percent"))),
         )
     notes = []
     skipped = _num(disks.get("skipped"))
@@ -139,26 +310,120 @@ def _disks_table(disks: Mapping[str, Any]) -> Table:
     return table
 
 
+def _services_table(failed: list[Mapping[str, Any]]) -> Table:
+    table = Table(title="Failed services", title_justify="left")
+    table.add_column("Unit")
+    table.add_column("State")
+    table.add_column("Description")
+    for unit in failed:
+        table.add_row(
+            Text(_str(unit.get("unit")) or _MISSING, style="red"),
+            Text(f"{_str(unit.get('active')) or '?'}/{_str(unit.get('sub')) or '?'}"),
+            Text(_str(unit.get("description")) or ""),
+        )
+    return table
+
+
 def _process_table(title: str, rows: list[Mapping[str, Any]]) -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column("PID", justify="right")
-    table.add_column("Name")
-    table.add_column("User")
-    table.add_column("CPU time", justify="right")
-    table.add_column("RSS", justify="right")
-    table.add_column("Status")
+    table = Table(title=title, title_justify="left", expand=True)
+    table.add_column("PID", justify="right", no_wrap=True)
+    table.add_column("Name", no_wrap=True)
+    table.add_column("User", no_wrap=True, max_width=12, overflow="ellipsis")
+    table.add_column("CPU now", justify="right", no_wrap=True)
+    table.add_column("CPU time", justify="right", no_wrap=True)
+    table.add_column("RSS", justify="right", no_wrap=True)
+    table.add_column("Command", overflow="ellipsis", no_wrap=True, ratio=1)
     for proc in rows:
         pid = _num(proc.get("pid"))
         cpu = _num(proc.get("cpu_seconds"))
+        now = _num(proc.get("cpu_percent"))
         table.add_row(
             f"{pid:.0f}" if pid is not None else _MISSING,
             Text(_str(proc.get("name")) or _MISSING),
             Text(_str(proc.get("username")) or _MISSING),
+            f"{now:.0f} %" if now is not None else _MISSING,
             humanize_duration(cpu) if cpu is not None else _MISSING,
             humanize_bytes(_num(proc.get("rss"))),
-            Text(_str(proc.get("status")) or _MISSING),
+            Text(_str(proc.get("cmdline")) or ""),
         )
     return table
+
+
+def _print_logs(console: Console, logs: Mapping[str, Any]) -> None:
+    lines = _rows(logs.get("lines"))
+    if not lines:
+        return
+    console.print(
+        Text(f"Recent error log lines ({len(lines)}, latest {_MAX_LOG_LINES}):", style="bold")
+    )
+    for entry in lines[-_MAX_LOG_LINES:]:
+        text = Text("  ")
+        text.append((_str(entry.get("at")) or "?")[:19].replace("T", " "), style="dim")
+        text.append(f" {_str(entry.get('source')) or '?'}: ", style="bold")
+        text.append(_str(entry.get("message")) or "")
+        console.print(text)
+
+
+# -- before and after -------------------------------------------------------------------
+
+
+def render_diff(console: Console, diff: Mapping[str, Any]) -> None:
+    """What changed between two snapshots: findings resolved, new, remaining; values."""
+    before, after = diff.get("before"), diff.get("after")
+    if isinstance(before, Mapping) and isinstance(after, Mapping):
+        console.print(
+            Text(
+                f"{diff.get('ticket', '')}: snapshot #{before.get('attachment')} "
+                f"({before.get('taken_at')}) → #{after.get('attachment')} "
+                f"({after.get('taken_at')})",
+                style="bold",
+            )
+        )
+    findings = diff.get("findings")
+    findings = findings if isinstance(findings, Mapping) else {}
+    groups = (
+        ("resolved", "✓ resolved", "green"),
+        ("new", "✗ new", "red"),
+        ("remaining", "• still there", "yellow"),
+        ("not_rechecked", "? not checked again", "dim"),
+    )
+    shown = False
+    for key, label, style in groups:
+        for finding in _rows(findings.get(key)):
+            shown = True
+            line = Text(f"{label:<20} ", style=style)
+            severity = _str(finding.get("severity")) or "info"
+            line.append(f"{severity:<8} ", style=SEVERITY_STYLE.get(severity, ""))
+            line.append(_str(finding.get("title")) or _str(finding.get("rule")) or "?")
+            was = _str(finding.get("severity_before"))
+            if was and was != severity:
+                line.append(f" (was {was})", style="dim")
+            console.print(line)
+    if not shown:
+        console.print(Text("no findings before or after", style="green"))
+    changes = _rows(diff.get("changes"))
+    if not changes:
+        console.print(Text("no watched value changed", style="dim"))
+        return
+    table = Table(title="What changed", title_justify="left")
+    table.add_column("What")
+    table.add_column("Before", justify="right")
+    table.add_column("After", justify="right")
+    for change in changes:
+        if change.get("kind") == "set":
+            added, removed = _strings(change.get("added")), _strings(change.get("removed"))
+            table.add_row(
+                Text(_str(change.get("label")) or "?"),
+                Text("\n".join(f"- {r}" for r in removed), style="red"),
+                Text("\n".join(f"+ {a}" for a in added), style="green"),
+            )
+        else:
+            table.add_row(
+                Text(_str(change.get("label")) or "?"),
+                Text(_str(change.get("before_text")) or _MISSING),
+                Text(_str(change.get("after_text")) or _MISSING),
+            )
+    console.print(table)
 
 
 # -- formatting --------------------------------------------------------------------------
@@ -207,6 +472,12 @@ def _rows(value: Any) -> list[Mapping[str, Any]]:
     if not isinstance(value, Sequence) or isinstance(value, str):
         return []
     return [row for row in value if isinstance(row, Mapping)]
+
+
+def _strings(value: Any) -> list[str]:
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        return []
+    return [str(item) for item in value if isinstance(item, str | int | float)]
 
 
 def _num(value: Any) -> float | None:

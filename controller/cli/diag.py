@@ -1,0 +1,139 @@
+"""``helpline diag``: take diagnostics on a ticket's agent, list collectors, compare snapshots.
+
+``helpline diag T-1`` is short for ``helpline diag run T-1``: the group routes anything that
+is not one of its commands to ``run``, so a ticket id (or ``--list``) can come first.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from typer.core import TyperGroup
+
+from controller.cli.common import HomeOpt, JsonOpt, TicketArg, run_client
+from controller.cli.output import emit, fail, stderr, stdout
+from controller.client import Connection
+
+DEFAULT_COMMAND = "run"
+
+
+class _TicketFirst(TyperGroup):
+    """A group whose default command is ``run``: ``diag T-1`` means ``diag run T-1``."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = [DEFAULT_COMMAND, *args]
+        return super().parse_args(ctx, args)
+
+
+diag_app = typer.Typer(
+    cls=_TicketFirst,
+    help=(
+        "Diagnostics on the customer's machine: `helpline diag T-1` takes a snapshot "
+        "(findings first), `helpline diag diff T-1` compares the last two."
+    ),
+    no_args_is_help=True,
+)
+
+
+def _split(only: str | None) -> list[str] | None:
+    if only is None:
+        return None
+    names = [name.strip() for name in only.split(",") if name.strip()]
+    if not names:
+        fail("bad_request", "--only needs collector names, e.g. --only disk,network")
+    from agent.collectors import canonical
+
+    try:
+        canonical(names)
+    except ValueError as exc:
+        fail("bad_request", str(exc))
+    return names
+
+
+def _list_collectors(as_json: bool) -> None:
+    from controller.diag_api import collector_list
+
+    def render(rows: list[dict[str, Any]]) -> None:
+        table = Table("collector", "also", "what it reads", "time limit")
+        for row in rows:
+            table.add_row(
+                row["name"], ", ".join(row["aliases"]), row["summary"], f"{row['timeout_s']:g} s"
+            )
+        stdout.print(table)
+        stdout.print("[dim]select with --only NAME,NAME (names or aliases)[/]")
+
+    emit(collector_list(), as_json, render)
+
+
+@diag_app.command(DEFAULT_COMMAND)
+def run(
+    ticket: Annotated[str | None, typer.Argument(help="Ticket id, e.g. T-1.")] = None,
+    only: Annotated[
+        str | None,
+        typer.Option(help="Only these collectors, comma-separated: --only disk,network."),
+    ] = None,
+    list_: Annotated[bool, typer.Option("--list", help="Name the collectors and stop.")] = False,
+    home: HomeOpt = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the agent.")] = 60.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Take a diagnostics snapshot on the ticket's agent, attach it, show the findings."""
+    from controller.render import render_diagnostics
+
+    if list_:
+        _list_collectors(as_json)
+        return
+    if ticket is None:
+        fail("bad_request", "name a ticket (helpline diag T-1), or use --list")
+    collectors = _split(only)
+    params: dict[str, Any] = {"ticket": ticket, "timeout": timeout}
+    if collectors is not None:
+        params["collectors"] = collectors
+
+    async def work(c: Connection) -> Any:
+        if as_json:
+            return await c.call("diag.run", params)
+        began = time.monotonic()
+        with stderr.status("asking the agent…") as status:
+
+            def show(stage: str) -> None:
+                status.update(f"{stage} · {time.monotonic() - began:.1f} s")
+
+            return await c.call("diag.run", params, on_progress=show)
+
+    def render(d: dict[str, Any]) -> None:
+        if not d["ok"]:
+            stderr.print(f"[red]the agent reported an error:[/] {d['error']}", highlight=False)
+        render_diagnostics(stdout, d["data"], d.get("findings") if d["ok"] else None)
+        stdout.print(f"[dim]attached to {d['ticket']} (request {d['request']})[/]")
+
+    emit(run_client(home, work), as_json, render)
+
+
+@diag_app.command("diff")
+def diff(
+    ticket: TicketArg,
+    from_: Annotated[
+        int | None, typer.Option("--from", help="Earlier snapshot (attachment number).")
+    ] = None,
+    to: Annotated[int | None, typer.Option(help="Later snapshot (attachment number).")] = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare two diagnostics snapshots of a ticket (the last two by default)."""
+    from controller.render import render_diff
+
+    params: dict[str, Any] = {"ticket": ticket}
+    if from_ is not None:
+        params["from"] = from_
+    if to is not None:
+        params["to"] = to
+    emit(
+        run_client(home, lambda c: c.call("diag.diff", params)),
+        as_json,
+        lambda d: render_diff(stdout, d),
+    )
