@@ -1,0 +1,294 @@
+"""Running an approved fix on the customer's machine, and every check before it.
+
+In order, and any failure refuses with a code the controller audits:
+
+1. the bundle's signature verifies with the key pinned in the agent config;
+2. the bundle is not older than one this agent already ran from (no rollback);
+3. the fix is in the bundle and matches its signed hash;
+4. the fix is for this platform and the technician's level allows it;
+5. every parameter passes the fix's schema; paths resolve under the allowed roots;
+6. the customer says yes — unless they pre-approved this fix at join (``--allow``) or
+   the agent config lists it as unattended;
+7. then: argv only, no shell, a scrubbed environment, a new process group killed whole at
+   the timeout, output streamed and capped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from protocol import catalogue
+from protocol.catalogue import CatalogueError, Fix, PathParam, PidParam, SignedBundle
+from protocol.messages import FixProposal
+
+OUTPUT_CAP: Final = 64 * 1024
+CHUNK: Final = 4096
+#: the whole environment a fix gets: nothing of the agent's own leaks into it
+CLEAN_ENV: Final = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG": "C.UTF-8",
+    "LC_ALL": "C.UTF-8",
+}
+PLATFORM: Final = {"linux": "linux", "darwin": "darwin", "win32": "windows"}.get(
+    sys.platform, sys.platform
+)
+
+
+@dataclass(frozen=True)
+class FixQuestion:
+    """What the customer is asked before a fix runs."""
+
+    fix: Fix
+    values: dict[str, str]
+    notes: dict[str, str]
+    technician: str
+    level: str | None
+    ticket: str
+    ticket_title: str
+
+
+Ask = Callable[[FixQuestion], Awaitable[bool]]
+Emit = Callable[[str, str], Awaitable[None]]
+
+
+@dataclass
+class FixPolicy:
+    """What this agent trusts and what the customer allowed in advance."""
+
+    pinned_key: str | None
+    ask: Ask
+    preapproved: frozenset[str] = frozenset()
+    unattended: frozenset[str] = frozenset()
+    serial_file: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class Refused(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _check_serial(policy: FixPolicy, serial: int) -> None:
+    path = policy.serial_file
+    if path is None:
+        return
+    try:
+        seen = int(path.read_text().strip() or 0)
+    except (FileNotFoundError, ValueError):
+        seen = 0
+    if serial < seen:
+        raise Refused(
+            "bundle_rollback",
+            f"the catalogue offered (serial {serial}) is older than one already used here "
+            f"({seen}); refusing a rollback",
+        )
+    if serial > seen:
+        path.write_text(f"{serial}\n")
+
+
+def resolve_path(name: str, spec: PathParam, value: str) -> str:
+    """The real path of ``value``, which must lie under one of the allowed roots."""
+    real = os.path.realpath(value)
+    for root in spec.roots:
+        real_root = os.path.realpath(root)
+        if real == real_root or real.startswith(real_root.rstrip("/") + "/"):
+            if not os.path.exists(real):
+                raise Refused("bad_param", f"{name}: {value} does not exist")
+            return real
+    raise Refused(
+        "bad_param", f"{name}: {value} resolves to {real}, outside {', '.join(spec.roots)}"
+    )
+
+
+def describe_pid(pid: int) -> str:
+    """What a process is, so the customer knows what would be stopped."""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        with process.oneshot():
+            command = " ".join(process.cmdline())[:200] or process.name()
+            return f"pid {pid}: {command} (user {process.username()})"
+    except psutil.NoSuchProcess:
+        raise Refused("bad_param", f"there is no process {pid}") from None
+    except psutil.AccessDenied:
+        return f"pid {pid}: (details not readable)"
+
+
+def prepare(
+    proposal: FixProposal, policy: FixPolicy
+) -> tuple[Fix, int, dict[str, str], dict[str, str]]:
+    """Every check that needs no answer from the customer (steps 1 to 5)."""
+    if not policy.pinned_key:
+        raise Refused(
+            "no_fix_key", "this agent has no catalogue key configured, so it runs no fixes"
+        )
+    try:
+        signed = SignedBundle.model_validate(proposal.bundle)
+        bundle = catalogue.open_bundle(signed, catalogue.public_key(policy.pinned_key))
+        fix = bundle.find(proposal.fix_id)
+        _check_serial(policy, bundle.serial)
+        if PLATFORM not in fix.platforms:
+            raise Refused("platform", f"fix {fix.id} is not made for {PLATFORM}")
+        if not catalogue.level_allows(proposal.technician.level, fix):
+            raise Refused(
+                "level",
+                f"fix {fix.id} needs a {fix.min_level} technician; "
+                f"{proposal.technician.name} is {proposal.technician.level or 'not a technician'}",
+            )
+        values = catalogue.validate_params(fix, proposal.params)
+    except CatalogueError as exc:
+        raise Refused(exc.code, exc.reason) from None
+    except ValueError as exc:  # a malformed bundle envelope
+        raise Refused("bundle_invalid", str(exc)[:500]) from None
+    notes: dict[str, str] = {}
+    for name, spec in fix.params.items():
+        if isinstance(spec, PathParam):
+            values[name] = resolve_path(name, spec, values[name])
+        elif isinstance(spec, PidParam):
+            notes[name] = describe_pid(int(values[name]))
+    if fix.needs_root and hasattr(os, "geteuid") and os.geteuid() != 0:
+        raise Refused(
+            "needs_root",
+            f"fix {fix.id} needs root and this agent does not run as root "
+            "(see docs: fixes that need root)",
+        )
+    return fix, bundle.serial, values, notes
+
+
+async def run(proposal: FixProposal, policy: FixPolicy, emit: Emit) -> dict[str, Any]:
+    """Check, ask, run; returns the result data (raises :class:`Refused` before running)."""
+    fix, serial, values, notes = prepare(proposal, policy)
+    if fix.id in policy.unattended:
+        consent = "unattended"
+    elif fix.id in policy.preapproved:
+        consent = "preapproved"
+    else:
+        question = FixQuestion(
+            fix,
+            values,
+            notes,
+            proposal.technician.name,
+            proposal.technician.level,
+            proposal.ticket.id,
+            proposal.ticket.title,
+        )
+        if not await policy.ask(question):
+            raise Refused("declined", "the customer declined this fix")
+        consent = "customer"
+    await emit("status", f"running {fix.id} ({consent})")
+    outcome = await execute(fix, values, emit)
+    return {
+        "fix": fix.id,
+        "title": fix.title,
+        "sha256": fix.content_hash(),
+        "bundle_serial": serial,
+        "params": values,
+        "consent": consent,
+        "targets": fix.targets,
+        **outcome,
+    }
+
+
+async def execute(fix: Fix, values: dict[str, str], emit: Emit) -> dict[str, Any]:
+    """Run the fix's argv in its own process group; stream and cap its output."""
+    with tempfile.TemporaryDirectory(prefix="helpline-fix-") as workdir:
+        argv_values = dict(values, python=sys.executable)
+        if fix.script is not None:
+            script = Path(workdir) / fix.script.name
+            script.write_text(fix.script.content)
+            script.chmod(0o500)
+            argv_values["script"] = str(script)
+        argv = catalogue.build_argv(fix.command, argv_values)
+        started = time.monotonic()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=dict(CLEAN_ENV, HOME=workdir, TMPDIR=workdir),
+                cwd=workdir,
+                start_new_session=True,  # its own process group, killed whole
+            )
+        except OSError as exc:
+            return {
+                "status": "failed",
+                "exit_code": None,
+                "error": f"cannot start: {exc}",
+                "argv": argv,
+                "duration_ms": 0.0,
+                "stdout": "",
+                "stderr": "",
+                "truncated": {"stdout": False, "stderr": False},
+                "timed_out": False,
+            }
+        assert process.stdout is not None and process.stderr is not None
+        captured = {"stdout": bytearray(), "stderr": bytearray()}
+        truncated = {"stdout": False, "stderr": False}
+
+        async def pump(name: str, stream: asyncio.StreamReader) -> None:
+            while chunk := await stream.read(CHUNK):
+                kept = captured[name]
+                room = OUTPUT_CAP - len(kept)
+                if room > 0:
+                    piece = chunk[:room]
+                    kept += piece
+                    await emit(name, piece.decode("utf-8", "replace"))
+                if len(chunk) > room and not truncated[name]:
+                    truncated[name] = True
+                    await emit(name, f"\n[… {name} truncated after {OUTPUT_CAP} bytes …]\n")
+                # past the cap we keep reading, so the fix never blocks on a full pipe
+
+        pumps = asyncio.gather(pump("stdout", process.stdout), pump("stderr", process.stderr))
+        timed_out = False
+        try:
+            async with asyncio.timeout(fix.timeout):
+                await process.wait()
+        except TimeoutError:
+            timed_out = True
+            await _kill_group(process)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(pumps, 5)
+        duration = (time.monotonic() - started) * 1000
+    status = "timed_out" if timed_out else ("succeeded" if process.returncode == 0 else "failed")
+    await emit("status", f"{status} (exit {process.returncode}, {duration:.0f} ms)")
+    return {
+        "status": status,
+        "exit_code": process.returncode,
+        "argv": argv,
+        "duration_ms": round(duration, 1),
+        "timed_out": timed_out,
+        "stdout": _text(captured["stdout"], truncated["stdout"]),
+        "stderr": _text(captured["stderr"], truncated["stderr"]),
+        "truncated": truncated,
+    }
+
+
+def _text(data: bytearray, truncated: bool) -> str:
+    text = data.decode("utf-8", "replace")
+    return text + (f"\n[… truncated after {OUTPUT_CAP} bytes …]" if truncated else "")
+
+
+async def _kill_group(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM the fix's whole process group, give it 2 s, then SIGKILL the group."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(process.wait(), 2)
+    # children that ignored SIGTERM (or outlived the leader) go too
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    await process.wait()

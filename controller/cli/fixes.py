@@ -1,0 +1,203 @@
+"""``helpline fixes …`` (the catalogue) and ``helpline fix T-N FIX`` (run one)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from controller.cli.common import HomeOpt, JsonOpt, TicketArg, run_client
+from controller.cli.output import emit, fail, stderr, stdout
+from controller.client import Connection
+
+fixes_app = typer.Typer(
+    help="The signed fix catalogue: make a key, sign, publish, list.", no_args_is_help=True
+)
+
+#: `helpline fix` exit codes beyond the shared ones (README)
+EXIT_DECLINED = 6
+EXIT_FIX_FAILED = 10
+
+
+@fixes_app.command("keygen")
+def keygen(
+    out: Annotated[Path, typer.Option(help="Where to write the private signing key.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Make a catalogue signing key (keep it apart from the controller; it can be offline)."""
+    from controller.catalogue import FixCatalogueError
+    from controller.catalogue import keygen as make
+
+    try:
+        public = make(out)
+    except FixCatalogueError as exc:
+        fail("conflict", str(exc))
+    emit(
+        {"key": str(out), "public_key": public},
+        as_json,
+        lambda d: stdout.print(f"signing key {d['key']} (0600); public key {d['public_key']}"),
+    )
+
+
+@fixes_app.command("sign")
+def sign(
+    directory: Annotated[Path, typer.Argument(help="A catalogue: one folder per fix.")],
+    key: Annotated[Path, typer.Option(help="The signing key from `fixes keygen`.")],
+    out: Annotated[Path, typer.Option(help="Where to write the signed bundle.")],
+    serial: Annotated[
+        int | None, typer.Option(help="Bundle serial (default: now); agents refuse older ones.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Hash and sign every fix in DIRECTORY into one bundle."""
+    from controller.catalogue import FixCatalogueError, sign_dir
+    from protocol.catalogue import Bundle
+
+    try:
+        signed = sign_dir(directory, key, serial)
+    except FixCatalogueError as exc:
+        fail("bad_request", str(exc))
+    out.write_text(signed.model_dump_json())
+    bundle = Bundle.model_validate_json(signed.payload)
+    emit(
+        {
+            "bundle": str(out),
+            "serial": bundle.serial,
+            "key": signed.key,
+            "fixes": [e.fix.id for e in bundle.fixes],
+        },
+        as_json,
+        lambda d: stdout.print(
+            f"signed {len(d['fixes'])} fixes into {d['bundle']} (serial {d['serial']})"
+        ),
+    )
+
+
+@fixes_app.command("publish")
+def publish(
+    bundle: Annotated[Path, typer.Argument(help="A bundle from `fixes sign`.")],
+    replace_key: Annotated[
+        bool, typer.Option(help="Accept a bundle signed with a new key (re-issue agent configs).")
+    ] = False,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Publish a signed bundle on the controller (admin); the first one pins its key."""
+    import json
+
+    try:
+        data = json.loads(bundle.read_text())
+    except (OSError, ValueError) as exc:
+        fail("bad_request", f"cannot read {bundle}: {exc}")
+    result = run_client(
+        home, lambda c: c.call("fixes.publish", {"bundle": data, "replace_key": replace_key})
+    )
+    emit(
+        result,
+        as_json,
+        lambda d: stdout.print(
+            f"published catalogue serial {d['serial']} ({len(d['fixes'])} fixes)"
+            + ("; catalogue key pinned: re-run `helpline agent-config`" if d["key_pinned"] else "")
+        ),
+    )
+
+
+@fixes_app.command("list")
+def list_fixes(
+    for_: Annotated[
+        str | None, typer.Option("--for", help="Suggest for this ticket first.")
+    ] = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the published fixes (suggested ones for a ticket first)."""
+
+    def render(d: dict[str, Any]) -> None:
+        table = Table("fix", "title", "level", "root", "undo", "params", "suggested for")
+        for f in d["fixes"]:
+            table.add_row(
+                f["id"],
+                f["title"],
+                f["min_level"],
+                "yes" if f["needs_root"] else "",
+                "yes" if f["reversible"] else "",
+                ", ".join(f["params"]),
+                f"[yellow]{f['suggested_for']}[/]" if f["suggested_for"] else "",
+            )
+        stdout.print(table)
+
+    emit(run_client(home, lambda c: c.call("fixes.list", {"ticket": for_})), as_json, render)
+
+
+def parse_params(pairs: list[str]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            fail("bad_request", f"--param wants NAME=VALUE, not {pair!r}")
+        params[name] = value
+    return params
+
+
+def fix(
+    ticket: TicketArg,
+    fix_id: Annotated[str, typer.Argument(metavar="FIX", help="The fix id (see `fixes list`).")],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="NAME=VALUE; repeatable.")
+    ] = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Propose a fix to the ticket's agent; its output streams here live."""
+    params = parse_params(param or [])
+
+    async def work(c: Connection) -> Any:
+        def output(stream: str, data: str) -> None:
+            if as_json:
+                return
+            if stream == "status":
+                stderr.print(f"[dim]· {data}[/]", highlight=False)
+            else:
+                (sys.stdout if stream == "stdout" else sys.stderr).write(data)
+                (sys.stdout if stream == "stdout" else sys.stderr).flush()
+
+        def progress(stage: str) -> None:
+            if not as_json:
+                stderr.print(f"[dim]· {stage}[/]", highlight=False)
+
+        return await c.call(
+            "fix.run",
+            {"ticket": ticket, "fix": fix_id, "params": params},
+            on_progress=progress,
+            on_output=output,
+        )
+
+    result = run_client(home, work)
+
+    def render(d: dict[str, Any]) -> None:
+        status = d.get("status")
+        if status == "refused":
+            stdout.print(f"[bold red]not run:[/] {d.get('error')}")
+            return
+        colour = "green" if status == "succeeded" else "red"
+        stdout.print(
+            f"[bold {colour}]{d['fix']} {status}[/] (exit {d.get('exit_code')}, "
+            f"{d.get('duration_ms')} ms, consent: {d.get('consent')})"
+        )
+        for stream in ("stdout", "stderr"):
+            if d.get("truncated", {}).get(stream):
+                stdout.print(f"[yellow]{stream} was truncated[/]")
+        check = d.get("verification")
+        if check and check.get("checked"):
+            verdict = "[green]cleared[/]" if check["cleared"] else "[red]still there[/]"
+            stdout.print(f"finding {check['targets']}: {verdict}")
+        stdout.print(f"[dim]attached to {d['ticket']} (request {d['request']})[/]")
+
+    emit(result, as_json, render)
+    if result.get("status") == "refused":
+        raise SystemExit(EXIT_DECLINED if result.get("code") == "declined" else 4)
+    if result.get("status") != "succeeded":
+        raise SystemExit(EXIT_FIX_FAILED)
