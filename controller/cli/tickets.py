@@ -1,0 +1,757 @@
+"""``helpline ticket …``, ``helpline report``, ``helpline kb …``, ``helpline webhook …`` and
+``helpline sla …``: tickets under SLA from the technician's terminal.
+
+Every command talks to the controller's API (``controller/tickets_api.py``); every read
+command takes ``--json``; ``report`` also ``--csv``. Refusals exit with the README's
+codes: 2 bad input, 3 unknown ticket, 4 not allowed for your role, 8 not allowed in the
+ticket's state (or already there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from controller.cli.common import HomeOpt, JsonOpt, TicketArg, run_client
+from controller.cli.output import emit, fail, stdout
+
+ticket_app = typer.Typer(
+    help="Tickets: open, list, show, assign, note, wait, resume, escalate, resolve, close, reopen.",
+    no_args_is_help=True,
+)
+kb_app = typer.Typer(help="The knowledge base: search, show, list, add.", no_args_is_help=True)
+webhook_app = typer.Typer(
+    help="Hand ticket events to an existing helpdesk (admin; list and log also auditor).",
+    no_args_is_help=True,
+)
+sla_app = typer.Typer(help="The SLA policy: show it, check a file.", no_args_is_help=True)
+
+ReasonOpt = Annotated[str, typer.Option("--reason", help="Why, in a sentence.")]
+
+_STATUS = {
+    "on_track": "[green]on track[/]",
+    "at_risk": "[yellow]at risk[/]",
+    "breached": "[bold red]breached[/]",
+    "paused": "[cyan]paused[/]",
+    "met": "[green]met[/]",
+    "none": "[dim]none[/]",
+}
+_STATE = {
+    "new": "[bold]new[/]",
+    "open": "open",
+    "waiting": "[cyan]waiting[/]",
+    "resolved": "[green]resolved[/]",
+    "closed": "[dim]closed[/]",
+}
+
+
+def _call(home: Path | None, method: str, params: dict[str, Any] | None = None) -> Any:
+    return run_client(home, lambda c: c.call(method, params or {}))
+
+
+def human(seconds: float | None) -> str:
+    """``30h05m``, ``12m``, ``45s``; no days, since SLA time is working time (30 h of
+    office hours is three days, not one and a quarter); negative durations get a minus."""
+    if seconds is None:
+        return "-"
+    sign, left = ("-", -int(seconds)) if seconds < 0 else ("", int(seconds))
+    hours, left = divmod(left, 3600)
+    minutes, secs = divmod(left, 60)
+    if hours:
+        return f"{sign}{hours}h{minutes:02d}m"
+    return f"{sign}{minutes}m" if minutes else f"{sign}{secs}s"
+
+
+def _when(iso: str | None) -> str:
+    return iso[:16].replace("T", " ") if iso else "-"
+
+
+def _sla_cell(data: dict[str, Any]) -> str:
+    sla = data.get("sla")
+    if not sla:
+        return "-"
+    clocks = [sla["first_response"], sla["resolution"]]
+    worst = next((c for c in clocks if c["status"] == sla["status"]), clocks[1])
+    text = str(_STATUS.get(sla["status"], sla["status"]))
+    if sla["status"] in ("on_track", "at_risk") and worst["remaining_s"] is not None:
+        text += f" {human(worst['remaining_s'])}"
+    return text
+
+
+def ticket_table(tickets: list[dict[str, Any]]) -> None:
+    """Tickets as one table (also used by ``helpline ticket show`` for the headline)."""
+    table = Table("id", "pri", "state", "lvl", "assignee", "SLA", "customer", "title")
+    for t in tickets:
+        table.add_row(
+            t["id"],
+            t["priority"],
+            _STATE.get(t["state"], t["state"]),
+            t.get("level", "L1"),
+            escape(t.get("assignee") or "-"),
+            _sla_cell(t),
+            escape(t["customer"]),
+            escape(t["title"]),
+        )
+    stdout.print(table)
+
+
+def sessions_table(sessions: list[dict[str, Any]]) -> None:
+    """Sessions as one table (``helpline sessions`` and ``helpline ticket show``)."""
+    table = Table("session", "ticket", "agent", "technician", "state", "connected", "expires")
+    for s in sessions:
+        table.add_row(
+            s["id"],
+            s["ticket"],
+            s["agent"],
+            s["technician"],
+            s["state"],
+            "[green]yes[/]" if s["connected"] else "no",
+            s["expires_at"][:19].replace("T", " "),
+        )
+    stdout.print(table)
+
+
+# -- tickets ---------------------------------------------------------------------------------
+
+
+@ticket_app.command("open")
+def ticket_open(
+    title: Annotated[str, typer.Option(help="What is wrong, in a line.")],
+    customer: Annotated[str, typer.Option(help="Customer name.")],
+    priority: Annotated[str, typer.Option(help="P1 (business down) to P4.")] = "P3",
+    contact: Annotated[str | None, typer.Option(help="Who to call back, and how.")] = None,
+    channel: Annotated[
+        str, typer.Option(help="phone, e-mail, chat, remote or on-site.")
+    ] = "remote",
+    category: Annotated[str | None, typer.Option(help="e.g. printing, network.")] = None,
+    assignee: Annotated[str | None, typer.Option(help="Assign at once (a user name).")] = None,
+    link: Annotated[
+        str | None, typer.Option(help="KIND:T-N, e.g. follows:T-3 for a returning customer.")
+    ] = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Open a ticket (state new; SLA clocks start now)."""
+    params = {
+        "title": title,
+        "customer": customer,
+        "priority": priority,
+        "contact": contact,
+        "channel": channel,
+        "category": category,
+        "assignee": assignee,
+        "link": link,
+    }
+    emit(
+        _call(home, "ticket.open", params),
+        as_json,
+        lambda d: stdout.print(f"opened [bold]{d['id']}[/]: {escape(d['title'])}"),
+    )
+
+
+@ticket_app.command("list")
+def ticket_list(
+    mine: Annotated[bool, typer.Option("--mine", help="Only tickets assigned to me.")] = False,
+    state: Annotated[
+        str | None,
+        typer.Option(help="new, open, waiting, resolved, closed, or active; comma-separated."),
+    ] = None,
+    level: Annotated[str | None, typer.Option(help="L1-L4.")] = None,
+    sla: Annotated[
+        str | None, typer.Option(help="on-track, at-risk, breached, paused, met.")
+    ] = None,
+    assignee: Annotated[str | None, typer.Option(help="Assigned to this user.")] = None,
+    customer: Annotated[str | None, typer.Option(help="This customer's tickets.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many.")] = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List tickets, newest first, with their SLA state."""
+    params = {
+        "mine": mine,
+        "state": state,
+        "level": level.upper() if level else None,
+        "sla": sla,
+        "assignee": assignee,
+        "customer": customer,
+        "limit": limit,
+    }
+    emit(_call(home, "ticket.list", params), as_json, ticket_table)
+
+
+@ticket_app.command("show")
+def ticket_show(ticket: TicketArg, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """Show a ticket: SLA, timeline, links, sessions, attachments (--json: all of it whole)."""
+    emit(_call(home, "ticket.show", {"ticket": ticket}), as_json, _render_ticket)
+
+
+def _render_ticket(d: dict[str, Any]) -> None:
+    from controller.render import render_diagnostics
+
+    stdout.print(f"[bold]{d['id']}[/]  {escape(d['title'])}")
+    contact = f" ({escape(d['contact'])})" if d.get("contact") else ""
+    stdout.print(
+        f"  customer  {escape(d['customer'])}{contact}   channel {d['channel']}"
+        f"   category {escape(d.get('category') or '-')}"
+    )
+    vendor = ""
+    if d.get("vendor"):
+        vendor = f"   vendor {escape(d['vendor'])} {escape(d.get('vendor_ref') or '')}"
+    stdout.print(
+        f"  {d['priority']} · {_STATE.get(d['state'], d['state'])} · {d['level']}"
+        f" · assignee {escape(d.get('assignee') or '-')}{vendor}"
+    )
+    if d.get("allowed"):
+        stdout.print(f"  [dim]next: {', '.join(d['allowed'])}[/]")
+    for name, clock in (
+        ("first response", d["sla"]["first_response"]),
+        ("resolution", d["sla"]["resolution"]),
+    ):
+        stdout.print(f"  SLA {name}: {_clock_text(clock)}")
+    if d.get("resolution"):
+        stdout.print(f"  resolution: {escape(d['resolution'])}")
+    for link in d.get("links", []):
+        stdout.print(
+            f"  {link['kind'].replace('_', ' ')} {link['ticket']}: "
+            f"{escape(link.get('title') or '')} ({link.get('state')})"
+        )
+    stdout.print("[bold]timeline[/]")
+    for event in d.get("timeline", []):
+        actor = escape(event["actor"] or "customer")
+        stdout.print(f"  {_when(event['at'])}  {actor:<12} {escape(timeline_text(event))}")
+    for r in d.get("ratings", []):
+        stars = "★" * r["score"] + "☆" * (5 - r["score"])
+        comment = f": {escape(r['comment'])}" if r.get("comment") else ""
+        stdout.print(f"  rating {stars} {r['score']}/5{comment}")
+    if d.get("sessions"):
+        sessions_table(d["sessions"])
+    stdout.print(f"[bold]attachments[/] ({len(d['attachments'])})")
+    for a in d["attachments"]:
+        status = "[green]ok[/]" if a["ok"] else "[red]failed[/]"
+        stdout.print(
+            f"  #{a['id']} {a['kind']} {status} from {a['session']} "
+            f"at {a['created_at'][:19].replace('T', ' ')}"
+        )
+    if d.get("kb"):
+        stdout.print("[bold]knowledge base[/] (may help)")
+        for article in d["kb"]:
+            stdout.print(f"  {article['id']}  {escape(article['title'])}")
+    deliveries = d.get("deliveries", [])
+    if deliveries:
+        pending = [x for x in deliveries if not x["delivered_at"]]
+        line = (
+            f"[bold]webhooks[/] {len(deliveries) - len(pending)} delivered, {len(pending)} pending"
+        )
+        if pending and pending[0].get("last_error"):
+            line += f" (last error: {escape(pending[0]['last_error'])})"
+        stdout.print(line)
+    snapshots = [a for a in d["attachments"] if a["kind"] == "diagnostics"]
+    if snapshots:
+        last = snapshots[-1]
+        stdout.rule(f"latest diagnostics (#{last['id']})")
+        render_diagnostics(stdout, last["data"], last.get("findings"))
+
+
+def _clock_text(clock: dict[str, Any]) -> str:
+    status = str(_STATUS.get(clock["status"], clock["status"]))
+    if clock["target_s"] is None:
+        return status
+    used = f"{human(clock['elapsed_s'])} of {human(clock['target_s'])}"
+    if clock["status"] in ("on_track", "at_risk"):
+        return f"{status}, {human(clock['remaining_s'])} left (due {_when(clock['deadline'])} UTC)"
+    return f"{status} ({used})"
+
+
+def timeline_text(event: dict[str, Any]) -> str:
+    """One line of a ticket's timeline, for people."""
+    data, kind = event["data"], event["type"].removeprefix("ticket.")
+    move = f" [{' → '.join(data['transition'])}]" if data.get("transition") else ""
+    texts: dict[str, Callable[[], str]] = {
+        "opened": lambda: f"opened ({data.get('priority')}, via {data.get('channel')})",
+        "assigned": lambda: f"assigned to {data['to']}" if data.get("to") else "unassigned",
+        "noted": lambda: f"{'internal note' if data.get('internal') else 'note'}: {data['text']}",
+        "waiting": lambda: f"waiting on the customer: {data.get('reason')}",
+        "resumed": lambda: f"resumed: {data.get('reason')}",
+        "escalated": lambda: (
+            f"escalated {data['from']} → {data['to']}: {data.get('reason')}"
+            + (
+                f" (vendor {data['vendor']} {data.get('vendor_ref') or ''})"
+                if data.get("vendor")
+                else ""
+            )
+            + (f"; {data['unassigned']} unassigned" if data.get("unassigned") else "")
+        ),
+        "resolved": lambda: f"resolved: {data.get('resolution')}",
+        "closed": lambda: "closed",
+        "reopened": lambda: f"reopened: {data.get('reason')}",
+        "session_started": lambda: f"remote session {data.get('session')} with the customer",
+        "rated": lambda: (
+            f"customer rated {data.get('score')}/5"
+            + (f": {data['comment']}" if data.get("comment") else "")
+        ),
+        "linked": lambda: f"linked: {str(data.get('kind')).replace('_', ' ')} {data.get('other')}",
+        "sla_at_risk": lambda: f"SLA {str(data.get('clock')).replace('_', ' ')} at risk",
+        "sla_breached": lambda: f"SLA {str(data.get('clock')).replace('_', ' ')} breached",
+        "article_written": lambda: (
+            f"knowledge-base article {data.get('article')}: {data.get('title')}"
+        ),
+    }
+    render: Callable[[], str] | None = texts.get(kind)
+    return (render() if render is not None else kind) + move
+
+
+def _show_changed(verb: str) -> Any:
+    def render(d: dict[str, Any]) -> None:
+        stdout.print(
+            f"{d['id']} {verb}: {d['state']}, {d['level']}, "
+            f"assignee {escape(d.get('assignee') or '-')}"
+        )
+
+    return render
+
+
+@ticket_app.command("assign")
+def ticket_assign(
+    ticket: TicketArg,
+    to: Annotated[str | None, typer.Option(help="A user name; default: yourself.")] = None,
+    nobody: Annotated[bool, typer.Option("--nobody", help="Unassign.")] = False,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Assign a ticket (the assignee's level must reach the ticket's)."""
+    data = _call(home, "ticket.assign", {"ticket": ticket, "to": to, "nobody": nobody})
+    emit(data, as_json, _show_changed("assigned"))
+
+
+@ticket_app.command("note")
+def ticket_note(
+    ticket: TicketArg,
+    text: Annotated[str, typer.Argument(help="The note.")],
+    internal: Annotated[
+        bool, typer.Option("--internal", help="For the team only: not a response.")
+    ] = False,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a note; the first one that is not --internal is the first response."""
+    params = {"ticket": ticket, "text": text, "internal": internal}
+    emit(_call(home, "ticket.note", params), as_json, _show_changed("noted"))
+
+
+@ticket_app.command("wait")
+def ticket_wait(
+    ticket: TicketArg, reason: ReasonOpt, home: HomeOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Wait on the customer: the resolution clock pauses."""
+    params = {"ticket": ticket, "reason": reason}
+    emit(_call(home, "ticket.wait", params), as_json, _show_changed("waiting"))
+
+
+@ticket_app.command("resume")
+def ticket_resume(
+    ticket: TicketArg,
+    reason: Annotated[str | None, typer.Option(help="What the customer said.")] = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The customer answered: back to open (a customer joining a session does this too)."""
+    params = {"ticket": ticket, "reason": reason}
+    emit(_call(home, "ticket.resume", params), as_json, _show_changed("resumed"))
+
+
+@ticket_app.command("escalate")
+def ticket_escalate(
+    ticket: TicketArg,
+    to: Annotated[str, typer.Option("--to", help="L2, L3, or L4 (the vendor).")],
+    reason: ReasonOpt,
+    vendor: Annotated[str | None, typer.Option(help="L4: the vendor or manufacturer.")] = None,
+    vendor_ref: Annotated[
+        str | None, typer.Option("--vendor-ref", help="L4: their case number.")
+    ] = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Escalate to a higher support level, recording who and why."""
+    params = {
+        "ticket": ticket,
+        "to": to,
+        "reason": reason,
+        "vendor": vendor,
+        "vendor_ref": vendor_ref,
+    }
+    emit(_call(home, "ticket.escalate", params), as_json, _show_changed("escalated"))
+
+
+@ticket_app.command("resolve")
+def ticket_resolve(
+    ticket: TicketArg,
+    resolution: Annotated[str, typer.Option(help="What fixed it.")],
+    kb: Annotated[
+        bool, typer.Option("--kb", help="Also write it up as a knowledge-base article.")
+    ] = False,
+    kb_title: Annotated[
+        str | None, typer.Option("--kb-title", help="The article's title (implies --kb).")
+    ] = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Resolve a ticket (the resolution clock stops)."""
+    params = {
+        "ticket": ticket,
+        "resolution": resolution,
+        "article": kb,
+        "article_title": kb_title,
+    }
+
+    def render(d: dict[str, Any]) -> None:
+        _show_changed("resolved")(d)
+        if d.get("article"):
+            a = d["article"]
+            linked = ", ".join(a["findings"] + a["fixes"]) or "no findings or fixes"
+            stdout.print(f"knowledge base: {a['id']} {escape(a['title'])} ({escape(linked)})")
+
+    emit(_call(home, "ticket.resolve", params), as_json, render)
+
+
+@ticket_app.command("close")
+def ticket_close(ticket: TicketArg, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """Close a resolved ticket for good."""
+    emit(_call(home, "ticket.close", {"ticket": ticket}), as_json, _show_changed("closed"))
+
+
+@ticket_app.command("reopen")
+def ticket_reopen(
+    ticket: TicketArg, reason: ReasonOpt, home: HomeOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Reopen a resolved ticket (counts in the reopen rate)."""
+    params = {"ticket": ticket, "reason": reason}
+    emit(_call(home, "ticket.reopen", params), as_json, _show_changed("reopened"))
+
+
+@ticket_app.command("link")
+def ticket_link(
+    ticket: TicketArg,
+    other: Annotated[str, typer.Argument(help="The other ticket, e.g. T-3.")],
+    kind: Annotated[
+        str, typer.Option(help="relates, duplicates, follows or blocks (this ticket → other).")
+    ] = "relates",
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Link two tickets."""
+    params = {"ticket": ticket, "other": other, "kind": kind}
+    emit(
+        _call(home, "ticket.link", params),
+        as_json,
+        lambda d: stdout.print(f"{d['ticket']} {d['kind']} {d['other']}"),
+    )
+
+
+# -- KPIs ------------------------------------------------------------------------------------
+
+
+def report(
+    since: Annotated[str, typer.Option(help="Window start: 30d, 24h, or an ISO time.")] = "30d",
+    until: Annotated[str | None, typer.Option(help="Window end (default: now).")] = None,
+    by: Annotated[str | None, typer.Option(help="technician or level.")] = None,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV on stdout.")] = False,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """KPIs: tickets opened and resolved, response and resolution times, SLA compliance,
+    first-contact resolution, reopen rate, customer satisfaction."""
+    from controller.tickets.kpi import to_csv
+
+    if as_csv and as_json:
+        fail("bad_request", "choose --csv or --json")
+    data = _call(home, "report.kpi", {"since": since, "until": until, "by": by})
+    if as_csv:
+        typer.echo(to_csv(data), nl=False)
+        return
+    emit(data, as_json, _render_report)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.0f}%"
+
+
+def _render_report(d: dict[str, Any]) -> None:
+    # one column per group: a team has a handful of levels or technicians, while the
+    # KPIs are a dozen rows
+    groups = [*(d["rows"] if d["by"] else []), d["total"]]
+    table = Table(
+        "",
+        *(escape(g["group"]) for g in groups),
+        title=f"KPIs {_when(d['since'])} to {_when(d['until'])} UTC"
+        + (f", by {d['by']}" if d["by"] else ""),
+    )
+    metrics: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+        ("opened", lambda g: str(g["opened"])),
+        ("resolved", lambda g: str(g["resolved"])),
+        ("first response, median", lambda g: human(g["first_response"]["median_s"])),
+        ("first response, p90", lambda g: human(g["first_response"]["p90_s"])),
+        ("resolution, median", lambda g: human(g["resolution"]["median_s"])),
+        ("resolution, p90", lambda g: human(g["resolution"]["p90_s"])),
+        ("SLA met: first response", lambda g: _met(g["sla"]["first_response"])),
+        ("SLA met: resolution", lambda g: _met(g["sla"]["resolution"])),
+        ("first-contact resolution", lambda g: _pct(g["first_contact_resolution"])),
+        ("reopen rate", lambda g: _pct(g["reopen_rate"])),
+        ("satisfaction (1-5)", lambda g: _csat(g["satisfaction"])),
+    ]
+    for name, cell in metrics:
+        table.add_row(name, *(cell(g) for g in groups))
+    stdout.print(table)
+    stdout.print(
+        "[dim]Times are SLA-clock time: working hours of the priority's calendar, waiting "
+        f"on the customer excluded. Policy: {escape(d['policy'])}[/]"
+    )
+
+
+def _met(clock: dict[str, Any]) -> str:
+    counted = clock["met"] + clock["breached"]
+    return f"{_pct(clock['compliance'])} of {counted}" if counted else "-"
+
+
+def _csat(sat: dict[str, Any]) -> str:
+    if not sat["ratings"]:
+        return "-"
+    return f"{sat['mean']:.1f} ({sat['ratings']}, {_pct(sat['satisfied'])} 4-5)"
+
+
+# -- knowledge base --------------------------------------------------------------------------
+
+
+@kb_app.command("search")
+def kb_search(
+    words: Annotated[list[str], typer.Argument(help="Words to find (all must match).")],
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 10,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Full-text search of the knowledge base."""
+
+    def render(hits: list[dict[str, Any]]) -> None:
+        if not hits:
+            stdout.print("no article matches")
+            return
+        for hit in hits:
+            snippet = escape(hit["snippet"]).replace("«", "[bold]").replace("»", "[/bold]")
+            stdout.print(f"[bold]{hit['id']}[/]  {escape(hit['title'])}")
+            stdout.print(f"    {snippet}")
+
+    emit(_call(home, "kb.search", {"words": " ".join(words), "limit": limit}), as_json, render)
+
+
+@kb_app.command("show")
+def kb_show(
+    article: Annotated[str, typer.Argument(help="Article id, e.g. KB-3.")],
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show an article."""
+
+    def render(a: dict[str, Any]) -> None:
+        stdout.print(f"[bold]{a['id']}[/]  {escape(a['title'])}")
+        source = f" from {a['ticket']}" if a.get("ticket") else ""
+        stdout.print(f"[dim]by {escape(a['author'])}{source}, {_when(a['created_at'])} UTC[/]")
+        for label, refs in (("findings", a["findings"]), ("fixes", a["fixes"])):
+            if refs:
+                stdout.print(f"[dim]{label}: {escape(', '.join(refs))}[/]")
+        stdout.print(escape(a["body"]))
+
+    emit(_call(home, "kb.show", {"article": article}), as_json, render)
+
+
+@kb_app.command("list")
+def kb_list(
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The newest articles."""
+
+    def render(articles: list[dict[str, Any]]) -> None:
+        table = Table("id", "title", "from", "findings / fixes", "written")
+        for a in articles:
+            table.add_row(
+                a["id"],
+                escape(a["title"]),
+                a.get("ticket") or "-",
+                escape(", ".join(a["findings"] + a["fixes"])),
+                _when(a["created_at"]),
+            )
+        stdout.print(table)
+
+    emit(_call(home, "kb.list", {"limit": limit}), as_json, render)
+
+
+@kb_app.command("add")
+def kb_add(
+    title: Annotated[str, typer.Option(help="The article's title.")],
+    body: Annotated[str, typer.Option(help="The article (problem and solution).")],
+    ticket: Annotated[
+        str | None, typer.Option(help="Write it from this ticket: linked to its findings.")
+    ] = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write an article."""
+    params = {"title": title, "body": body, "ticket": ticket}
+    emit(
+        _call(home, "kb.add", params),
+        as_json,
+        lambda a: stdout.print(f"wrote [bold]{a['id']}[/]: {escape(a['title'])}"),
+    )
+
+
+# -- webhooks --------------------------------------------------------------------------------
+
+
+@webhook_app.command("add")
+def webhook_add(
+    url: Annotated[str, typer.Argument(help="Where to POST events: http(s)://…")],
+    event: Annotated[
+        list[str] | None,
+        typer.Option("--event", help="Only these events (ticket.resolved, ticket.*); repeatable."),
+    ] = None,
+    secret: Annotated[
+        str | None, typer.Option(help="The signing secret (default: a new random one).")
+    ] = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Deliver ticket events to a helpdesk; prints the signing secret once."""
+    params = {"url": url, "events": event or [], "secret": secret}
+
+    def render(d: dict[str, Any]) -> None:
+        stdout.print(f"webhook [bold]{d['id']}[/] → {escape(d['url'])} ({', '.join(d['events'])})")
+        stdout.print(f"signing secret (shown once): [bold]{escape(d['secret'])}[/]")
+
+    emit(_call(home, "webhook.add", params), as_json, render)
+
+
+@webhook_app.command("list")
+def webhook_list(
+    all_: Annotated[bool, typer.Option("--all", help="Include removed webhooks.")] = False,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Webhooks and how delivery is going."""
+
+    def render(hooks: list[dict[str, Any]]) -> None:
+        table = Table("id", "url", "events", "pending", "failures", "next try", "last error")
+        for h in hooks:
+            table.add_row(
+                str(h["id"]) + (" (removed)" if h["removed_at"] else ""),
+                escape(h["url"]),
+                ", ".join(h["events"]),
+                str(h["pending"]),
+                str(h["failures"]),
+                _when(h["next_attempt_at"]),
+                escape(h["last_error"] or ""),
+            )
+        stdout.print(table)
+
+    emit(_call(home, "webhook.list", {"all": all_}), as_json, render)
+
+
+@webhook_app.command("remove")
+def webhook_remove(
+    webhook: Annotated[int, typer.Argument(help="Webhook id.")],
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stop delivering to a webhook."""
+    emit(
+        _call(home, "webhook.remove", {"id": webhook}),
+        as_json,
+        lambda d: stdout.print(f"webhook {d['id']} removed"),
+    )
+
+
+@webhook_app.command("retry")
+def webhook_retry(
+    webhook: Annotated[int, typer.Argument(help="Webhook id.")],
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Retry pending events now (the receiver is back)."""
+    emit(
+        _call(home, "webhook.retry", {"id": webhook}),
+        as_json,
+        lambda d: stdout.print(f"webhook {d['id']}: retrying now"),
+    )
+
+
+@webhook_app.command("log")
+def webhook_log(
+    ticket: Annotated[str | None, typer.Option(help="This ticket's deliveries.")] = None,
+    webhook: Annotated[int | None, typer.Option(help="This webhook's deliveries.")] = None,
+    pending: Annotated[bool, typer.Option("--pending", help="Only undelivered.")] = False,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The delivery log: which event went where, when, after how many attempts."""
+    params = {"ticket": ticket, "id": webhook, "pending": pending}
+
+    def render(items: list[dict[str, Any]]) -> None:
+        table = Table("ticket", "event", "webhook", "attempts", "status", "delivered")
+        for x in items:
+            table.add_row(
+                x["ticket"],
+                x["type"],
+                str(x["webhook"]),
+                str(x["attempts"]),
+                str(x["last_status"] or escape(x["last_error"] or "-")),
+                _when(x["delivered_at"]) if x["delivered_at"] else "[yellow]pending[/]",
+            )
+        stdout.print(table)
+
+    emit(_call(home, "webhook.log", params), as_json, render)
+
+
+# -- SLA policy ------------------------------------------------------------------------------
+
+
+def _render_policy(p: dict[str, Any]) -> None:
+    stdout.print(f"SLA policy: {escape(p['source'])} (at risk below {p['at_risk'] * 100:.0f} %)")
+    table = Table("priority", "calendar", "first response", "resolution", "escalate at risk")
+    for priority, t in p["priorities"].items():
+        table.add_row(
+            priority,
+            escape(t["calendar"]),
+            human(t["first_response_s"]),
+            human(t["resolution_s"]),
+            t["escalate_at_risk"] or "-",
+        )
+    stdout.print(table)
+    for name, text in p["calendars"].items():
+        stdout.print(f"  {escape(name)}: {escape(text)}")
+
+
+@sla_app.command("show")
+def sla_show(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """The policy the controller runs with."""
+    emit(_call(home, "sla.policy"), as_json, _render_policy)
+
+
+@sla_app.command("check")
+def sla_check(
+    file: Annotated[Path, typer.Option("--file", help="An SLA policy file (TOML).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a policy file without a controller (exit 2 names the line of a problem)."""
+    from controller.tickets.sla import PolicyError, parse_policy
+
+    try:
+        policy = parse_policy(file.read_text(encoding="utf-8"), str(file))
+    except (OSError, UnicodeDecodeError) as exc:
+        fail("bad_request", f"cannot read {file}: {exc}")
+    except PolicyError as exc:
+        fail("bad_request", str(exc))
+    emit(policy.as_json(), as_json, _render_policy)
