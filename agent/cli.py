@@ -12,11 +12,17 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from agent.config import AgentConfig, ConfigError
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from agent.fixes import FixQuestion  # imported when a fix is proposed, not at start
+    from protocol.messages import Rating
+
+from agent.config import CONFIG_ENV, AgentConfig, ConfigError, default_config_path
 
 app = typer.Typer(
     name="helpline-agent",
@@ -36,7 +42,14 @@ HomeOpt = Annotated[
     ),
 ]
 ConfigOpt = Annotated[
-    Path, typer.Option("--config", help="Agent config from your technician (agent.toml).")
+    Path | None,
+    typer.Option(
+        "--config",
+        envvar=CONFIG_ENV,
+        show_default=False,
+        help="Agent config from your technician [default: the one built into this agent, "
+        "else ./agent.toml].",
+    ),
 ]
 
 
@@ -60,17 +73,30 @@ def _fail(message: str, status: int = 2) -> None:
     raise SystemExit(status)
 
 
-def _run(config_path: Path, home_option: Path | None, code: str | None, yes: bool) -> int:
+def _run(
+    config_path: Path | None,
+    home_option: Path | None,
+    code: str | None,
+    yes: bool,
+    allow: tuple[str, ...] = (),
+) -> int:
     from agent.connection import AgentRunner
     from agent.state import AgentHome, StateError
     from protocol.messages import ConsentRequest
 
     try:
-        config = AgentConfig.load(config_path)
+        config = AgentConfig.load(config_path or default_config_path())
     except ConfigError as exc:
         _fail(str(exc))
     home = _home(home_option)
     assert isinstance(home, AgentHome)
+    running = home.read_pid()
+    if running is not None and running != os.getpid():
+        # A second agent on the same state would fight the first for the session link.
+        _fail(
+            f"an agent (pid {running}) is already running from {home.path}; end it first "
+            f"with `helpline-agent leave` (if pid {running} is no agent, delete {home.pid_path})"
+        )
 
     async def consent(request: ConsentRequest) -> bool:
         level = f" ({request.technician.level})" if request.technician.level else ""
@@ -96,8 +122,47 @@ def _run(config_path: Path, home_option: Path | None, code: str | None, yes: boo
             return False
         return answer.strip().lower() in ("y", "yes")
 
+    async def ask_fix(question: FixQuestion) -> bool:
+        fix = question.fix
+        level = f" ({question.level})" if question.level else ""
+        lines = [
+            "",
+            f"The technician {question.technician}{level} proposes a fix for "
+            f"{question.ticket} \u2014 {question.ticket_title}:",
+            f"  {fix.title}",
+            *(f"  {line}" for line in fix.description.splitlines()),
+            f"  can be undone: {'yes' if fix.reversible or fix.undo else 'no'}"
+            f"{'; needs administrator rights' if fix.needs_root else ''}",
+        ]
+        for name, value in question.values.items():
+            lines.append(f"  {name} = {value}")
+            if name in question.notes:
+                lines.append(f"      ({question.notes[name]})")
+        print("\n".join(lines), flush=True)
+        print(
+            f"Run it? [y/N] (no answer in {FIX_CONSENT_SECONDS:g} s counts as no) ",
+            end="",
+            flush=True,
+        )
+        try:
+            answer = await asyncio.wait_for(_read_line(), FIX_CONSENT_SECONDS)
+        except TimeoutError:
+            print("\nNo answer: not run.", flush=True)
+            return False
+        return answer.strip().lower() in ("y", "yes")
+
     async def main() -> int:
-        return await AgentRunner(config, home, code=code, consent=consent, say=_say).run()
+        runner = AgentRunner(
+            config,
+            home,
+            code=code,
+            consent=consent,
+            say=_say,
+            ask_fix=ask_fix,
+            allow=allow,
+            rate=_rating_prompt(yes),
+        )
+        return await runner.run()
 
     try:
         return asyncio.run(main())
@@ -107,48 +172,106 @@ def _run(config_path: Path, home_option: Path | None, code: str | None, yes: boo
 
 
 CONSENT_SECONDS = float(os.environ.get("HELPLINE_CONSENT_TIMEOUT", "300"))
+RATING_SECONDS = float(os.environ.get("HELPLINE_RATING_TIMEOUT", "60"))
 
 
-def _settle(future: asyncio.Future[str], value: str) -> None:
-    if not future.done():
-        future.set_result(value)
+def _rating_prompt(yes: bool) -> Callable[[], Awaitable[Rating | None]]:
+    """The question a customer who ends the session with Ctrl-C is asked: 1-5, a comment.
+
+    Unattended (``--yes``, or no terminal on stdin) there is nobody to ask: no rating,
+    and no wait.
+    """
+
+    async def rate() -> Rating | None:
+        from protocol.messages import Rating
+
+        if yes or not sys.stdin.isatty():
+            return None
+        print(
+            "\nHow did it go? Rate the support from 1 (poor) to 5 (great), Enter to skip: ",
+            end="",
+            flush=True,
+        )
+        try:
+            score = (await asyncio.wait_for(_read_line(), RATING_SECONDS)).strip()
+            if score not in ("1", "2", "3", "4", "5"):
+                print("No rating given.", flush=True)
+                return None
+            print("Anything to add? (Enter to skip): ", end="", flush=True)
+            comment = (await asyncio.wait_for(_read_line(), RATING_SECONDS)).strip()
+        except TimeoutError:
+            print("\nNo rating given.", flush=True)
+            return None
+        print("Thank you.", flush=True)
+        return Rating(score=int(score), comment=comment[:1000] or None)
+
+    return rate
+
+
+FIX_CONSENT_SECONDS = float(os.environ.get("HELPLINE_FIX_CONSENT_TIMEOUT", "120"))
+
+
+_lines: asyncio.Queue[str] | None = None
 
 
 async def _read_line() -> str:
-    """One line from stdin without blocking the loop or pinning it at exit.
+    """The next line the customer types, without blocking the loop or pinning it at exit.
 
-    A daemon thread, not ``asyncio.to_thread``: an unanswered prompt must not keep the
-    process alive after the session is over.
+    One daemon thread reads stdin for the whole run (an unanswered prompt must not keep
+    the process alive), and every prompt first throws away lines typed before it was
+    shown: a late "y" to an expired question must never answer the next one.
     """
-    import threading
+    global _lines
+    if _lines is None:
+        import threading
 
-    loop = asyncio.get_running_loop()
-    answer: asyncio.Future[str] = loop.create_future()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str] = asyncio.Queue()
 
-    def read() -> None:
-        line = sys.stdin.readline()  # "" at end of input: no answer is a no
-        loop.call_soon_threadsafe(_settle, answer, line)
+        def read() -> None:
+            while True:
+                line = sys.stdin.readline()
+                loop.call_soon_threadsafe(queue.put_nowait, line)
+                if not line:  # end of input: every later prompt reads "" (a no)
+                    return
 
-    threading.Thread(target=read, daemon=True).start()
-    return await answer
+        threading.Thread(target=read, daemon=True).start()
+        _lines = queue
+    while not _lines.empty():
+        stale = _lines.get_nowait()
+        if not stale:
+            return ""
+    line = await _lines.get()
+    if not line:
+        _lines.put_nowait("")  # keep end of input visible to the next prompt
+    return line
 
 
-SCOPE_TEXT = {"diagnostics:read": "read diagnostics (system, CPU, memory, disks, processes)"}
+SCOPE_TEXT = {
+    "diagnostics:read": "read diagnostics (system, CPU, memory, disks, network, processes, "
+    "services, error logs, clock, pending updates, battery, sensors; secrets masked)"
+}
 
 
 @app.command()
 def join(
     code: Annotated[str, typer.Argument(help="The session code your technician read to you.")],
-    config: ConfigOpt = Path("agent.toml"),
+    config: ConfigOpt = None,
     home: HomeOpt = None,
-    yes: Annotated[bool, typer.Option("--yes", help="Consent without asking.")] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Consent to the session without asking (not to fixes).")
+    ] = False,
+    allow: Annotated[
+        list[str] | None,
+        typer.Option("--allow", help="Pre-approve a fix by id for this session (repeatable)."),
+    ] = None,
 ) -> None:
     """Join a support session with a code; stays connected until you end it."""
-    raise SystemExit(_run(config, home, code, yes))
+    raise SystemExit(_run(config, home, code, yes, tuple(allow or ())))
 
 
 @app.command()
-def resume(config: ConfigOpt = Path("agent.toml"), home: HomeOpt = None) -> None:
+def resume(config: ConfigOpt = None, home: HomeOpt = None) -> None:
     """Reconnect to the session this agent already joined (no new code)."""
     raise SystemExit(_run(config, home, None, False))
 

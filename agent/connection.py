@@ -25,7 +25,17 @@ from agent.tls import PinMismatch, check_pin, pinned_client_context
 from protocol import codec, signing
 from protocol.errors import ProtocolError
 from protocol.machine import Ended, Refused
-from protocol.messages import AgentInfo, ConsentRequest, DiagRequest, Ping, Result, SessionStarted
+from protocol.messages import (
+    AgentInfo,
+    ConsentRequest,
+    DiagRequest,
+    FixOutput,
+    FixProposal,
+    Ping,
+    Rating,
+    Result,
+    SessionStarted,
+)
 from protocol.session import (
     Acknowledged,
     AgentSession,
@@ -45,6 +55,8 @@ EXIT_REFUSED = 4
 EXIT_UNREACHABLE = 5
 EXIT_DECLINED = 6
 
+STOPPED = "agent stopped; the session stays open (`helpline-agent resume` continues it)"
+
 
 class Outcome(Exception):
     """The run is over, with an exit status and a message for the customer."""
@@ -60,7 +72,9 @@ class Dropped(Exception):
 
 
 Consent = Callable[[ConsentRequest], Awaitable[bool]]
+Ask = Callable[[Any], Awaitable[bool]]  # agent.fixes.FixQuestion -> yes/no
 Say = Callable[[str], None]
+Rate = Callable[[], Awaitable[Rating | None]]  # ask the customer for a rating, or None
 
 
 class AgentRunner:
@@ -74,18 +88,31 @@ class AgentRunner:
         code: str | None,
         consent: Consent,
         say: Say,
+        ask_fix: Ask | None = None,
+        allow: tuple[str, ...] = (),
+        rate: Rate | None = None,
     ) -> None:
         self.config = config
+        self.rate = rate
+        #: Ctrl-C here means the customer is at this terminal and can be asked for a
+        #: rating; SIGTERM (`helpline-agent leave`, a service stop) means they are not
+        self.rate_on_leave = False
         self.home = home
         self.code = code
         self.consent = consent
         self.say = say
+        self.allow = allow
+        self.ask_fix = ask_fix or _never
+        self._fix_policy: Any = None  # built on the first proposal: fixes import lazily
         self.key = home.load_or_create_key()
         self.public_key = signing.public_key_text(self.key)
         self.session: SessionStarted | None = None
+        self.resume_expires: datetime | None = None  # grant end saved with the session
         self.machine: AgentSession | None = None
         self.ws: Any = None
         self.leave = asyncio.Event()
+        # SIGHUP (the service's stop signal): disconnect but keep the session to resume.
+        self.stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self.diag_delay = float(os.environ.get("HELPLINE_TEST_DIAG_DELAY", "0"))
 
@@ -93,8 +120,10 @@ class AgentRunner:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.leave.set)
+        loop.add_signal_handler(signal.SIGINT, self._interrupted)
+        loop.add_signal_handler(signal.SIGTERM, self.leave.set)
+        if hasattr(signal, "SIGHUP"):
+            loop.add_signal_handler(signal.SIGHUP, self.stop.set)
         self.home.write_pid()
         try:
             if self.code is None:
@@ -102,13 +131,17 @@ class AgentRunner:
                 if not saved:
                     raise Outcome(EXIT_REFUSED, "no session to resume here: join with a code")
                 self.resume_id: str | None = str(saved["session_id"])
+                self.resume_expires = _saved_expiry(saved)
             else:
                 self.resume_id = None
             try:
                 await self._connect_once()
             except Dropped as exc:
-                if self.session is None:
+                # A resume (the service after a reboot, say) keeps trying while the saved
+                # grant lasts: the network may simply not be up yet.
+                if self.session is None and self.resume_expires is None:
                     raise Outcome(EXIT_UNREACHABLE, str(exc)) from None
+                self.say(str(exc))
                 await self._reconnect_loop()
             raise Outcome(EXIT_OK, "session ended")
         except Outcome as outcome:
@@ -118,6 +151,18 @@ class AgentRunner:
             for task in self._tasks:
                 task.cancel()
             self.home.clear_pid()
+
+    def _interrupted(self) -> None:
+        self.rate_on_leave = True
+        self.leave.set()
+
+    async def _rate(self, machine: AgentSession) -> None:
+        """Ask the leaving customer for a rating (skipped when they are not at a terminal)."""
+        if self.rate is None or not self.rate_on_leave or machine.state is not AgentState.LIVE:
+            return
+        rating = await self.rate()
+        if rating is not None and machine.state is AgentState.LIVE:
+            machine.rate(rating)
 
     async def _reconnect_loop(self) -> None:
         """Reconnect with exponential backoff and full jitter until the session ends."""
@@ -129,6 +174,7 @@ class AgentRunner:
                 wait=wait_random_exponential(multiplier=BACKOFF_BASE, max=BACKOFF_MAX),
                 retry=retry_if_exception_type(Dropped),
                 before_sleep=lambda _state: self._check_expiry(),
+                sleep=self._pause,
                 reraise=True,
             )
             try:
@@ -139,11 +185,23 @@ class AgentRunner:
             except Dropped:
                 continue
 
+    async def _pause(self, seconds: float) -> None:
+        """Wait between reconnects; leaving or stopping cuts the wait short."""
+        waits = {asyncio.ensure_future(self.leave.wait()), asyncio.ensure_future(self.stop.wait())}
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+
     def _check_expiry(self) -> None:
+        if self.stop.is_set() and not self.leave.is_set():
+            raise Outcome(EXIT_OK, STOPPED)
         if self.leave.is_set():
             self.home.clear_session()
             raise Outcome(EXIT_OK, "session ended by the customer")
-        if self.session is not None and datetime.now(UTC) >= self.session.expires_at:
+        expires = self.session.expires_at if self.session is not None else self.resume_expires
+        if expires is not None and datetime.now(UTC) >= expires:
             self.home.clear_session()
             raise Outcome(EXIT_OK, "the grant has expired; session ended")
 
@@ -189,10 +247,17 @@ class AgentRunner:
         self.ws, self.machine = ws, machine
         reader = asyncio.create_task(self._read(ws, machine))
         leave = asyncio.create_task(self.leave.wait())
+        stop = asyncio.create_task(self.stop.wait())
         try:
-            done, _ = await asyncio.wait({reader, leave}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({reader, leave, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if stop in done and leave not in done:
+                reader.cancel()
+                with contextlib.suppress(ConnectionClosed, OSError):
+                    await ws.close(1001, "agent stopping")
+                raise Outcome(EXIT_OK, STOPPED)
             if leave in done:
                 reader.cancel()
+                await self._rate(machine)
                 machine.end("the customer ended the session")
                 with contextlib.suppress(ConnectionClosed, OSError):
                     await self._flush()
@@ -206,6 +271,7 @@ class AgentRunner:
             raise Dropped(f"connection closed: {exc}") from None
         finally:
             leave.cancel()
+            stop.cancel()
             self.ws = None
 
     async def _read(self, ws: Any, machine: AgentSession) -> None:
@@ -237,7 +303,7 @@ class AgentRunner:
         assert self.machine is not None
         if isinstance(event, ConsentNeeded):
             granted = await self.consent(event.request)
-            self.machine.answer_consent(granted)
+            self.machine.answer_consent(granted, self.allow, self.config.unattended)
             if not granted:
                 await self._flush()
                 raise Outcome(EXIT_DECLINED, "you declined; no session was started")
@@ -288,13 +354,49 @@ class AgentRunner:
         if self.machine is not None and self.machine.state is AgentState.LIVE:
             self.machine.reply(result)
 
-    def _serve(self, request: Ping | DiagRequest) -> None:
+    def _serve(self, request: Ping | DiagRequest | FixProposal) -> None:
         if isinstance(request, Ping):
             self.machine_reply(Result(reply_to=request.id, ok=True, produced_at=datetime.now(UTC)))
             return
-        task = asyncio.create_task(self._diagnose(request))
+        work = self._fix(request) if isinstance(request, FixProposal) else self._diagnose(request)
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _fix(self, proposal: FixProposal) -> None:
+        from agent import fixes
+
+        if self._fix_policy is None:
+            self._fix_policy = fixes.FixPolicy(
+                pinned_key=self.config.fix_key,
+                ask=self.ask_fix,
+                preapproved=frozenset(self.allow),
+                unattended=frozenset(self.config.unattended),
+                serial_file=self.home.path / "catalogue-serial",
+            )
+
+        async def emit(stream: str, data: str) -> None:
+            if self.machine is not None and self.machine.state is AgentState.LIVE:
+                self.machine.output(FixOutput(reply_to=proposal.id, stream=stream, data=data))
+                with contextlib.suppress(Exception):
+                    await self._flush()
+
+        try:
+            data = await fixes.run(proposal, self._fix_policy, emit)
+            result = Result(reply_to=proposal.id, ok=True, data=data, produced_at=datetime.now(UTC))
+        except fixes.Refused as refused:
+            self.say(f"fix {proposal.fix_id} refused: {refused.message}")
+            result = Result(
+                reply_to=proposal.id,
+                ok=False,
+                error=refused.message,
+                data={"fix": proposal.fix_id, "status": "refused", "code": refused.code},
+                produced_at=datetime.now(UTC),
+            )
+        self.home.outbox_put(proposal.id, codec.encode(result))
+        self.machine_reply(result)
+        with contextlib.suppress(Exception):
+            await self._flush()
 
     async def _diagnose(self, request: DiagRequest) -> None:
         from agent.diagnostics import collect_snapshot
@@ -302,7 +404,9 @@ class AgentRunner:
         try:
             if self.diag_delay:
                 await asyncio.sleep(self.diag_delay)
-            data = await asyncio.to_thread(collect_snapshot, request.collectors)
+            data = await asyncio.to_thread(
+                collect_snapshot, request.collectors, controller_url=self.config.url
+            )
             result = Result(reply_to=request.id, ok=True, data=data, produced_at=datetime.now(UTC))
         except Exception as exc:  # a broken collector is data, never a dead agent
             result = Result(
@@ -316,3 +420,17 @@ class AgentRunner:
         self.machine_reply(result)
         with contextlib.suppress(Exception):
             await self._flush()
+
+
+async def _never(_question: object) -> bool:
+    """No way to ask the customer: a fix that needs their yes does not run."""
+    return False
+
+
+def _saved_expiry(saved: dict[str, Any]) -> datetime | None:
+    """When the grant of a saved session ends, or None if the file does not say."""
+    try:
+        expires = datetime.fromisoformat(str(saved["expires_at"]))
+    except (KeyError, ValueError):
+        return None
+    return expires if expires.tzinfo is not None else expires.replace(tzinfo=UTC)

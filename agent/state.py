@@ -8,7 +8,8 @@ either the old content or the new, never half of it.
 
 Layout::
 
-    <home>/agent.key            Ed25519 identity, PEM PKCS8, never leaves the machine
+    <home>/agent.key            Ed25519 identity ("ed25519:" + base64url seed; a PEM
+                                PKCS8 key is read too), never leaves the machine
     <home>/session.json         what the agent needs to resume without a new code
     <home>/agent.pid            the running agent, for ``helpline-agent leave``
     <home>/outbox/<id>.json     replies not yet acknowledged by the controller
@@ -16,6 +17,7 @@ Layout::
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -26,11 +28,11 @@ from pathlib import Path
 from typing import Any, Final
 
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 HOME_ENV: Final = "HELPLINE_AGENT_HOME"
 KEY_FILE: Final = "agent.key"
+KEY_PREFIX: Final = b"ed25519:"
 SESSION_FILE: Final = "session.json"
 PID_FILE: Final = "agent.pid"
 OUTBOX_DIR: Final = "outbox"
@@ -87,6 +89,14 @@ class AgentHome:
                 f"(mode {stat.S_IMODE(st.st_mode):04o}); make it private with: "
                 f"chmod 700 {shlex.quote(str(self.path))}"
             )
+        if _POSIX and st.st_uid != os.geteuid():
+            # Whoever owns the directory can swap the key or the session under us; and an
+            # agent run as root in the service's directory would leave root-owned files.
+            raise StateError(
+                f"the agent directory {self.path} belongs to uid {st.st_uid}, not to the user "
+                f"running the agent (uid {os.geteuid()}); run the agent as its owner, or take "
+                f"it over with: chown -R {os.geteuid()} {shlex.quote(str(self.path))}"
+            )
 
     # -- identity key ------------------------------------------------------------------
 
@@ -102,17 +112,26 @@ class AgentHome:
             if data is not None:
                 return self._parse_key(data)
             key = Ed25519PrivateKey.generate()
-            pem = key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-            if self._create_exclusive(self.key_path, pem):
+            text = KEY_PREFIX + base64.urlsafe_b64encode(key.private_bytes_raw()) + b"\n"
+            if self._create_exclusive(self.key_path, text):
                 return key
             # Another agent process made one between our read and our create: use theirs.
 
     def _parse_key(self, data: bytes) -> Ed25519PrivateKey:
         path = self.key_path
+        if data.startswith(KEY_PREFIX):
+            try:
+                seed = base64.urlsafe_b64decode(data[len(KEY_PREFIX) :].strip())
+                return Ed25519PrivateKey.from_private_bytes(seed)
+            except ValueError as exc:
+                raise StateError(
+                    f"the agent key {path} is damaged ({exc}); move it aside and pair the "
+                    "agent again with a new code"
+                ) from None
+        # a PEM key (as an operator might provide one): cryptography's full serialization
+        # module costs ~3 MB of resident memory, so it is only loaded for this case
+        from cryptography.hazmat.primitives import serialization
+
         try:
             key = serialization.load_pem_private_key(data, password=None)
         except (ValueError, TypeError, UnsupportedAlgorithm) as exc:

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,7 @@ from controller.store import Attachment, Session, Ticket, User
 from protocol import codec, signing
 from protocol.api import ApiServer, AuthRequested, CallReceived
 from protocol.errors import AuthError, ProtocolError
-from protocol.messages import DiagRequest, Message, Ping, Result
+from protocol.messages import Message, Ping, Result
 
 if TYPE_CHECKING:
     from controller.server import Controller
@@ -76,13 +76,6 @@ def _text(params: dict[str, Any], key: str, *, limit: int = 500) -> str:
     if len(value) > limit:
         raise ApiError("bad_request", f"{key} is longer than {limit} characters")
     return value.strip()
-
-
-def ticket_json(ticket: Ticket) -> dict[str, Any]:
-    data = asdict(ticket)
-    data["id"] = f"T-{ticket.id}"
-    data["created_at"] = ticket.created_at.isoformat()
-    return data
 
 
 def session_json(session: Session, connected: bool) -> dict[str, Any]:
@@ -250,8 +243,8 @@ class Api:
         method: str,
         params: dict[str, Any],
     ) -> None:
-        async def progress(stage: str) -> None:
-            machine.progress(call_id, stage)
+        async def progress(stage: str, stream: str | None = None, data: str | None = None) -> None:
+            machine.progress(call_id, stage, stream, data)
             await flush()
 
         try:
@@ -294,38 +287,12 @@ class Api:
     async def whoami(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
         return user_json(caller.user)
 
-    async def ticket_open(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
-        priority = str(params.get("priority", "P3")).upper()
-        if priority not in PRIORITIES:
-            raise ApiError("bad_request", f"priority must be one of {', '.join(PRIORITIES)}")
-        ticket = await self.store.open_ticket(
-            _text(params, "title"),
-            _text(params, "customer", limit=200),
-            priority,
-            caller.user.name,
-            utcnow(),
-        )
-        await self.controller.audit(
-            "ticket.opened",
-            actor=caller.user.name,
-            role=caller.user.role,
-            source=caller.source,
-            ticket_id=ticket.id,
-        )
-        return ticket_json(ticket)
-
-    async def ticket_list(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
-        return [ticket_json(ticket) for ticket in await self.store.list_tickets()]
-
     async def ticket_show(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
-        ticket = await self._ticket(params)
-        data = ticket_json(ticket)
-        data["sessions"] = [
-            session_json(s, s.id in self.controller.links)
-            for s in await self.store.sessions_for_ticket(ticket.id)
-        ]
-        data["attachments"] = [attachment_json(a) for a in await self.store.attachments(ticket.id)]
-        return data
+        # the ticket methods live in controller/tickets_api.py; this one stays here
+        # because controller/diag_api.py builds its ticket.show (with findings) on it
+        from controller.tickets_api import show_ticket
+
+        return await show_ticket(self, caller, params)
 
     async def code_issue(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
         ticket = await self._ticket(params)
@@ -357,52 +324,6 @@ class Api:
     async def sessions_list(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
         sessions = await self.store.list_sessions(live_only=not params.get("all", False))
         return [session_json(s, s.id in self.controller.links) for s in sessions]
-
-    async def diag_run(
-        self, caller: Caller, params: dict[str, Any], progress: Callable[[str], Awaitable[None]]
-    ) -> Any:
-        ticket = await self._ticket(params)
-        link = self.controller.link_for_ticket(ticket.id)
-        if link is None:
-            raise ApiError(
-                "no_agent",
-                f"no agent is connected to T-{ticket.id}: issue a code with "
-                f"`helpline code T-{ticket.id}` and have the customer join",
-            )
-        collectors = params.get("collectors")
-        request = DiagRequest(collectors=tuple(collectors) if collectors else None)
-        await self.store.add_request(
-            request.id, link.session_id, ticket.id, "diagnostics", caller.user.name, utcnow()
-        )
-        await self.controller.audit(
-            "diag.requested",
-            actor=caller.user.name,
-            role=caller.user.role,
-            source=caller.source,
-            ticket_id=ticket.id,
-            session_id=link.session_id,
-            agent_id=link.agent_id,
-            details={"request_id": request.id},
-        )
-        await progress("collecting diagnostics on the customer's machine")
-        timeout = params.get("timeout", 60)
-        if not isinstance(timeout, int | float) or not 1 <= timeout <= 600:
-            raise ApiError("bad_request", "timeout must be 1 to 600 seconds")
-        try:
-            result = await link.request(request, timeout)
-        except (TimeoutError, ConnectionError, ConnectionClosed):
-            raise ApiError(
-                "agent_offline",
-                f"the agent did not answer in time; request {request.id} stays open and its "
-                f"result will be attached to T-{ticket.id} when the agent delivers it",
-            ) from None
-        return {
-            "ticket": f"T-{ticket.id}",
-            "request": request.id,
-            "ok": result.ok,
-            "error": result.error,
-            "data": result.data,
-        }
 
     async def agent_ping(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
         # the hot path: no query unless there is no agent to ask
@@ -617,12 +538,9 @@ _AUDIT = ("admin", "auditor")
 
 METHODS: dict[str, tuple[Handler, tuple[str, ...]]] = {
     "whoami": (Api.whoami, _ALL),
-    "ticket.open": (Api.ticket_open, _WORK),
-    "ticket.list": (Api.ticket_list, _ALL),
     "ticket.show": (Api.ticket_show, _ALL),
     "code.issue": (Api.code_issue, _WORK),
     "sessions.list": (Api.sessions_list, _ALL),
-    "diag.run": (Api.diag_run, _WORK),
     "agent.ping": (Api.agent_ping, _WORK),
     "user.add": (Api.user_add, _ADMIN),
     "user.list": (Api.user_list, _AUDIT),
@@ -635,3 +553,18 @@ METHODS: dict[str, tuple[Handler, tuple[str, ...]]] = {
 }
 
 _ = (Message, Result)
+
+# diag.run, diag.diff, diag.collectors and ticket.show with findings
+from controller.diag_api import METHODS as _DIAG  # noqa: E402 - needs the names above
+
+METHODS.update(_DIAG)
+
+# fixes.publish, fixes.list, fix.run
+from controller.fixes_api import METHODS as _FIXES  # noqa: E402 - needs the names above
+
+METHODS.update(_FIXES)
+
+# ticket.* (but ticket.show, above), sla.policy, report.kpi, kb.*, webhook.*
+from controller.tickets_api import TICKET_METHODS  # noqa: E402 - needs the names above
+
+METHODS.update(TICKET_METHODS)

@@ -219,14 +219,19 @@ class Connection:
         method: str,
         params: dict[str, Any] | None = None,
         on_progress: Callable[[str], None] | None = None,
+        on_output: Callable[[str, str], None] | None = None,
     ) -> Any:
         """Make one call and return its result; raise :class:`ClientError` on refusal."""
         call_id = self.machine.call(method, params or {})
         await self._flush()
         while True:
             for event in await self._receive():
-                if isinstance(event, ProgressReceived) and on_progress is not None:
-                    on_progress(event.progress.stage)
+                if isinstance(event, ProgressReceived):
+                    progress = event.progress
+                    if progress.data is not None and progress.stream and on_output is not None:
+                        on_output(progress.stream, progress.data)
+                    elif on_progress is not None:
+                        on_progress(progress.stage)
                 elif isinstance(event, ReplyReceived) and event.reply.reply_to == call_id:
                     if event.reply.ok:
                         return event.reply.result

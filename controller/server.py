@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,6 +34,8 @@ from protocol.messages import (
     DEFAULT_SCOPES,
     ConsentRequest,
     DiagRequest,
+    FixOutput,
+    FixProposal,
     Message,
     Ping,
     Result,
@@ -45,6 +47,8 @@ from protocol.session import (
     ConsentDecided,
     ControllerSession,
     JoinRequested,
+    OutputReceived,
+    RatingReceived,
     ResultReceived,
     ResumeRequested,
 )
@@ -75,16 +79,25 @@ class AgentLink:
     pending: dict[str, asyncio.Future[Result]] = field(default_factory=dict)
     #: ids of in-flight pings: answered in memory, never stored on the ticket
     pings: set[str] = field(default_factory=set)
+    #: live output of running fixes goes to whoever proposed them
+    outputs: dict[str, Callable[[FixOutput], Awaitable[None]]] = field(default_factory=dict)
 
     async def flush(self) -> None:
         await send_all(self.connection, self.machine.data_to_send())
 
-    async def request(self, message: Ping | DiagRequest, wait_seconds: float) -> Result:
+    async def request(
+        self,
+        message: Ping | DiagRequest | FixProposal,
+        wait_seconds: float,
+        on_output: Callable[[FixOutput], Awaitable[None]] | None = None,
+    ) -> Result:
         """Send a request and wait for its result (or the link dropping)."""
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self.pending[message.id] = future
         if isinstance(message, Ping):
             self.pings.add(message.id)
+        if on_output is not None:
+            self.outputs[message.id] = on_output
         try:
             self.machine.send_request(message)
             await self.flush()
@@ -93,6 +106,7 @@ class AgentLink:
         finally:
             self.pending.pop(message.id, None)
             self.pings.discard(message.id)
+            self.outputs.pop(message.id, None)
 
     def drop(self) -> None:
         for future in self.pending.values():
@@ -137,6 +151,10 @@ class Controller:
         from controller.api import Api
 
         self.api = Api(self)
+        from controller.tickets.desk import TicketDesk
+
+        #: tickets under SLA: lifecycle, SLA monitor, webhook delivery (controller/tickets)
+        self.desk = TicketDesk.for_controller(self)
 
     # -- routing --------------------------------------------------------------------
 
@@ -206,8 +224,17 @@ class Controller:
                         link = await self._on_consent(machine, connection, event, pending_join)
                     elif isinstance(event, ResumeRequested):
                         link = await self._on_resume(machine, connection, event, source)
+                    elif isinstance(event, RatingReceived) and link is not None:
+                        rating = event.rating
+                        await self.desk.rating(
+                            link.ticket_id, link.session_id, rating.score, rating.comment, None
+                        )
                     elif isinstance(event, ResultReceived) and link is not None:
                         await self._on_result(link, event.result)
+                    elif isinstance(event, OutputReceived) and link is not None:
+                        listener = link.outputs.get(event.output.reply_to or "")
+                        if listener is not None:
+                            await listener(event.output)
                     elif isinstance(event, Ended) and link is not None:
                         # the customer ended it: their consent is withdrawn from now on
                         await self.audit(
@@ -347,6 +374,10 @@ class Controller:
             details={
                 "scopes": list(DEFAULT_SCOPES),
                 "expires_at": pending["expires_at"].isoformat(),
+                # fixes the customer allowed without asking, and a managed config's
+                # unattended list: explicit, and on the record at every join
+                "preapproved": list(event.preapproved),
+                "unattended": list(event.unattended),
             },
         )
         machine.start(
@@ -364,6 +395,7 @@ class Controller:
         )
         self.register(link)
         await self.audit("agent.joined", session_id=session_id, **common)
+        await self.desk.session_started(ticket.id, session_id, pending["technician"])
         return link
 
     async def _on_resume(
@@ -446,17 +478,14 @@ class Controller:
             log.warning("result for unknown request %s from %s", request_id, link.agent_id)
         else:
             if fresh:
-                await self.audit(
-                    "diag.result",
-                    session_id=link.session_id,
-                    ticket_id=link.ticket_id,
-                    agent_id=link.agent_id,
-                    details={
-                        "request_id": request_id,
-                        "attachment": attachment.id,
-                        "ok": result.ok,
-                    },
-                )
+                where = {
+                    "session_id": link.session_id,
+                    "ticket_id": link.ticket_id,
+                    "agent_id": link.agent_id,
+                }
+                base = {"request_id": request_id, "attachment": attachment.id}
+                for type_, details in result_events(attachment.kind, result):
+                    await self.audit(type_, **where, details={**base, **details})
         link.machine.ack(request_id)
         await link.flush()
         if future is not None and not future.done():
@@ -511,6 +540,31 @@ class Controller:
         return self.by_ticket.get(ticket_id)
 
 
+def result_events(kind: str, result: Result) -> list[tuple[str, dict[str, Any]]]:
+    """The audit events a stored result stands for."""
+    if kind != "fix":
+        return [("diag.result", {"ok": result.ok})]
+    data = result.data
+    fix = {"fix": data.get("fix"), "sha256": data.get("sha256")}
+    if data.get("status") == "refused":
+        code = data.get("code")
+        kind_of = "fix.declined" if code == "declined" else "fix.refused"
+        return [(kind_of, {**fix, "code": code, "reason": result.error})]
+    return [
+        ("fix.approved", {**fix, "consent": data.get("consent"), "params": data.get("params")}),
+        (
+            "fix.finished",
+            {
+                **fix,
+                "status": data.get("status"),
+                "exit_code": data.get("exit_code"),
+                "duration_ms": data.get("duration_ms"),
+                "truncated": data.get("truncated"),
+            },
+        ),
+    ]
+
+
 CODE_MESSAGES = {
     "unknown": "this session code is not valid: check it with your technician",
     "expired": "this session code has expired: ask your technician for a new one",
@@ -556,7 +610,9 @@ async def run_server(
         log.info("helpline controller %s listening on %s", config.name, bound)
         print(f"helpline: serving on wss://{host}:{port} (agents dial {config.url})", flush=True)
         expiry = asyncio.create_task(controller.expire_grants())
+        await controller.desk.start()
         await stop.wait()
         expiry.cancel()
+        await controller.desk.stop()
     await audit_log.close()  # the last checkpoint covers everything up to shutdown
     await store.close()

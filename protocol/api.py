@@ -105,10 +105,18 @@ class ApiServer(Machine[ApiServerState]):
         assert isinstance(message, Call)
         return [CallReceived(message)]
 
-    def progress(self, call_id: str, stage: str) -> None:
-        """Report progress of a running call."""
+    def progress(
+        self, call_id: str, stage: str, stream: str | None = None, data: str | None = None
+    ) -> None:
+        """Report progress of a running call (with live output, for a fix)."""
         self._expect(ApiServerState.READY)
-        self._send([Progress(reply_to=call_id, stage=stage)])
+        self._send(
+            [
+                Progress.model_validate(
+                    {"reply_to": call_id, "stage": stage, "stream": stream, "data": data}
+                )
+            ]
+        )
 
     def reply(self, call_id: str, result: Any) -> None:
         """Answer a call successfully."""

@@ -36,7 +36,7 @@ BUNDLE_FORMAT: Final = 1
 LEVELS: Final = ("L1", "L2", "L3")
 AGENT_PLACEHOLDERS: Final = frozenset({"python", "script"})
 _PLACEHOLDER = re.compile(r"^\{([a-z][a-z0-9_]{0,31})\}$")
-_ID = r"^[a-z][a-z0-9-]{1,47}$"
+_ID = r"^[a-z][a-z0-9_.-]{1,47}$"
 
 
 class CatalogueError(ProtocolError):
@@ -173,9 +173,7 @@ class Bundle(BaseModel):
         for entry in self.fixes:
             if entry.fix.id == fix_id:
                 if entry.fix.content_hash() != entry.sha256:
-                    raise CatalogueError(
-                        "fix_hash", f"fix {fix_id} does not match its signed hash"
-                    )
+                    raise CatalogueError("fix_hash", f"fix {fix_id} does not match its signed hash")
                 return entry.fix
         raise CatalogueError("unknown_fix", f"fix {fix_id!r} is not in the signed catalogue")
 
@@ -235,7 +233,9 @@ def open_bundle(signed: SignedBundle, pinned: Ed25519PublicKey) -> Bundle:
     try:
         return Bundle.model_validate_json(signed.payload)
     except ValidationError as exc:
-        raise CatalogueError("bundle_invalid", f"the signed catalogue is malformed: {exc}") from None
+        raise CatalogueError(
+            "bundle_invalid", f"the signed catalogue is malformed: {exc}"
+        ) from None
 
 
 def level_allows(technician_level: str | None, fix: Fix) -> bool:
@@ -271,7 +271,9 @@ def _check(name: str, spec: Any, raw: Any) -> str:
         try:
             number = int(text, 10)
         except ValueError:
-            raise CatalogueError("bad_param", f"{name} must be a whole number, not {text!r}") from None
+            raise CatalogueError(
+                "bad_param", f"{name} must be a whole number, not {text!r}"
+            ) from None
         low, high = (spec.min, spec.max) if isinstance(spec, IntParam) else (2, 4_194_304)
         if not low <= number <= high:
             raise CatalogueError("bad_param", f"{name} must be from {low} to {high}, not {number}")

@@ -11,8 +11,9 @@ A frame is one JSON object. Its envelope fields sit beside the body:
 ``type``
     the discriminator that selects the body model.
 
-There is deliberately no message that carries a command line: the agent only ever runs
-what a typed request names (``diag_request``, ``ping``).
+There is deliberately no message that runs an arbitrary command: the agent only ever
+runs what a typed request names (``diag_request``, ``ping``), or a fix that a
+``fix_proposal`` names from a catalogue signed with the key the agent pins.
 """
 
 from __future__ import annotations
@@ -192,6 +193,14 @@ class Result(_Message):
     produced_at: AwareDatetime
 
 
+class Rating(_Message):
+    """Agent → controller: the customer's rating as they end the session (optional)."""
+
+    type: Literal["rating"] = "rating"
+    score: int = Field(ge=1, le=5)
+    comment: str | None = Field(default=None, max_length=1000)
+
+
 class Ack(_Message):
     """Controller → agent: a result is stored; the agent may drop it from its outbox."""
 
@@ -232,6 +241,9 @@ class Progress(_Message):
 
     type: Literal["progress"] = "progress"
     stage: str = Field(max_length=200)
+    #: live output of a running fix, when the call runs one
+    stream: Literal["stdout", "stderr", "status"] | None = None
+    data: str | None = Field(default=None, max_length=65_536)
 
 
 class Reply(_Message):
@@ -258,6 +270,7 @@ Message = Annotated[
     | FixProposal
     | FixOutput
     | Result
+    | Rating
     | Ack
     | Auth
     | AuthOk
@@ -286,6 +299,7 @@ __all__ = [
     "Message",
     "Ping",
     "Progress",
+    "Rating",
     "Reply",
     "Result",
     "Resume",

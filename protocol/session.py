@@ -11,6 +11,7 @@
       │            ◄── ping / diag_request      │
       │ result ──►                              │
       │            ◄── ack                      │
+      │ rating ──►  (the customer leaves)       │
       │ end ──►  or  ◄── end                    │  ENDED
 
 A reconnect replaces ``join`` + consent with ``resume(session_id, key, sig)``. Either side
@@ -40,6 +41,7 @@ from protocol.messages import (
     Join,
     Message,
     Ping,
+    Rating,
     Result,
     Resume,
     SessionStarted,
@@ -107,6 +109,13 @@ class OutputReceived:
     """Controller: a running fix printed something."""
 
     output: FixOutput
+
+
+@dataclass(frozen=True)
+class RatingReceived:
+    """Controller: the customer rated the session as they left."""
+
+    rating: Rating
 
 
 @dataclass(frozen=True)
@@ -200,8 +209,7 @@ class AgentSession(Machine[AgentState]):
     ) -> None:
         """Send the customer's answer; a no ends the conversation."""
         self._expect(AgentState.ASKING_CUSTOMER)
-        self._send([ConsentAnswer(granted=granted, preapproved=preapproved,
-                                  unattended=unattended)])
+        self._send([ConsentAnswer(granted=granted, preapproved=preapproved, unattended=unattended)])
         self.state = AgentState.AWAIT_SESSION if granted else AgentState.ENDED
 
     def _on_session_started(self, message: Message) -> list[object]:
@@ -228,6 +236,11 @@ class AgentSession(Machine[AgentState]):
         self._expect(AgentState.LIVE)
         self._send([output])
 
+    def rate(self, rating: Rating) -> None:
+        """Queue the customer's rating; send it before :meth:`end` when they leave."""
+        self._expect(AgentState.LIVE)
+        self._send([rating])
+
 
 # -- controller side --------------------------------------------------------------------
 
@@ -251,6 +264,7 @@ class ControllerSession(Machine[ControllerState]):
         (ControllerState.AWAIT_CONSENT, "consent_answer"): "_on_consent",
         (ControllerState.LIVE, "result"): "_on_result",
         (ControllerState.LIVE, "fix_output"): "_on_output",
+        (ControllerState.LIVE, "rating"): "_on_rating",
     }
     _ENDED = ControllerState.ENDED
     _FAILED = ControllerState.FAILED
@@ -324,6 +338,10 @@ class ControllerSession(Machine[ControllerState]):
         """Ask the live agent for something."""
         self._expect(ControllerState.LIVE)
         self._send([request])
+
+    def _on_rating(self, message: Message) -> list[object]:
+        assert isinstance(message, Rating)
+        return [RatingReceived(message)]
 
     def _on_result(self, message: Message) -> list[object]:
         assert isinstance(message, Result)

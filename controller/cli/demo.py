@@ -20,7 +20,7 @@ from typing import Any
 from controller.cli.output import stderr, stdout
 from controller.client import ClientError, Connection, load_client_settings
 from controller.home import ControllerHome
-from controller.render import render_snapshot
+from controller.render import render_diagnostics
 from controller.setup import initialise
 
 
@@ -89,7 +89,7 @@ async def _journey(home: Path, base: Path) -> int:
                 f"[bold]5.[/] diagnostics from the customer's machine "
                 f"({result['data'].get('duration_ms', '?')} ms on the agent):"
             )
-            render_snapshot(stdout, result["data"])
+            render_diagnostics(stdout, result["data"], result.get("findings"))
             shown = await api.call("ticket.show", {"ticket": ticket["id"]})
             stdout.print(
                 f"[bold]6.[/] {shown['id']} now holds {len(shown['attachments'])} "

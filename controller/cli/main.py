@@ -13,7 +13,19 @@ from rich.table import Table
 
 from controller.cli.audit import audit_app
 from controller.cli.common import HomeOpt, JsonOpt, TicketArg, parse_duration, run_client
+from controller.cli.diag import diag_app
+from controller.cli.fixes import fix as fix_command
+from controller.cli.fixes import fixes_app
 from controller.cli.output import emit, fail, stderr, stdout
+from controller.cli.package import package_app
+from controller.cli.tickets import (
+    kb_app,
+    report,
+    sessions_table,
+    sla_app,
+    ticket_app,
+    webhook_app,
+)
 from controller.client import ClientError, ClientSettings, Connection
 
 T = TypeVar("T")
@@ -25,11 +37,18 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-ticket_app = typer.Typer(help="Open, list and show tickets.", no_args_is_help=True)
 user_app = typer.Typer(help="Enrol technicians, admins and auditors.", no_args_is_help=True)
-app.add_typer(ticket_app, name="ticket")
+app.add_typer(ticket_app, name="ticket")  # controller/cli/tickets.py, like kb, webhook, sla
 app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")  # controller/cli/audit.py
+app.add_typer(diag_app, name="diag")  # controller/cli/diag.py
+app.add_typer(fixes_app, name="fixes")  # controller/cli/fixes.py
+app.command("fix")(fix_command)
+app.add_typer(package_app, name="package")  # controller/cli/package.py
+app.add_typer(kb_app, name="kb")
+app.add_typer(webhook_app, name="webhook")
+app.add_typer(sla_app, name="sla")
+app.command("report")(report)
 
 # -- controller setup -----------------------------------------------------------------
 
@@ -101,12 +120,17 @@ def serve(
 @app.command("agent-config")
 def agent_config(
     out: Annotated[Path, typer.Option(help="Where to write the agent config (TOML).")],
+    unattended: Annotated[
+        list[str] | None,
+        typer.Option(help="A fix this (managed) agent runs without asking; repeatable."),
+    ] = None,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Write what an agent needs to dial this controller: URL and certificate pin."""
+    """Write what an agent needs: controller URL, certificate pin, catalogue key."""
     import tomli_w
 
+    from controller.catalogue import PublishedCatalogue
     from controller.home import ControllerHome, HomeError
 
     target = ControllerHome.resolve(home)
@@ -114,7 +138,12 @@ def agent_config(
         config = target.load()
     except HomeError as exc:
         fail("not_configured", str(exc))
-    data = {"url": config.url, "pin": target.pin()}
+    data: dict[str, Any] = {"url": config.url, "pin": target.pin()}
+    fix_key = PublishedCatalogue(target.path).key()
+    if fix_key:
+        data["fix_key"] = fix_key  # without it the agent runs no fixes at all
+    if unattended:
+        data["unattended"] = list(unattended)
     out.write_text(tomli_w.dumps(data))
     emit(
         {**data, "path": str(out)},
@@ -162,72 +191,6 @@ def login(
     )
 
 
-# -- tickets ---------------------------------------------------------------------------
-
-
-def _ticket_table(tickets: list[dict[str, Any]]) -> None:
-    table = Table("id", "priority", "state", "customer", "title", "opened by", "created")
-    for t in tickets:
-        table.add_row(
-            t["id"],
-            t["priority"],
-            t["state"],
-            t["customer"],
-            t["title"],
-            t["opened_by"],
-            t["created_at"][:19].replace("T", " "),
-        )
-    stdout.print(table)
-
-
-@ticket_app.command("open")
-def ticket_open(
-    title: Annotated[str, typer.Option(help="What is wrong, in a line.")],
-    customer: Annotated[str, typer.Option(help="Customer name.")],
-    priority: Annotated[str, typer.Option(help="P1 (urgent) to P4.")] = "P3",
-    home: HomeOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Open a ticket."""
-    data = run_client(
-        home,
-        lambda c: c.call(
-            "ticket.open", {"title": title, "customer": customer, "priority": priority}
-        ),
-    )
-    emit(data, as_json, lambda d: stdout.print(f"opened [bold]{d['id']}[/]: {d['title']}"))
-
-
-@ticket_app.command("list")
-def ticket_list(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
-    """List tickets, newest first."""
-    emit(run_client(home, lambda c: c.call("ticket.list")), as_json, _ticket_table)
-
-
-@ticket_app.command("show")
-def ticket_show(ticket: TicketArg, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
-    """Show a ticket with its sessions and attachments (--json: attachments whole)."""
-    from controller.render import render_snapshot
-
-    def render(d: dict[str, Any]) -> None:
-        _ticket_table([d])
-        if d["sessions"]:
-            _sessions_table(d["sessions"])
-        stdout.print(f"[bold]attachments[/] ({len(d['attachments'])})")
-        for a in d["attachments"]:
-            status = "[green]ok[/]" if a["ok"] else "[red]failed[/]"
-            stdout.print(
-                f"  #{a['id']} {a['kind']} {status} from {a['session']} "
-                f"at {a['created_at'][:19].replace('T', ' ')}"
-            )
-        if d["attachments"]:
-            last = d["attachments"][-1]
-            stdout.rule(f"latest {last['kind']} (#{last['id']})")
-            render_snapshot(stdout, last["data"])
-
-    emit(run_client(home, lambda c: c.call("ticket.show", {"ticket": ticket})), as_json, render)
-
-
 @app.command()
 def code(
     ticket: TicketArg,
@@ -251,21 +214,6 @@ def code(
     )
 
 
-def _sessions_table(sessions: list[dict[str, Any]]) -> None:
-    table = Table("session", "ticket", "agent", "technician", "state", "connected", "expires")
-    for s in sessions:
-        table.add_row(
-            s["id"],
-            s["ticket"],
-            s["agent"],
-            s["technician"],
-            s["state"],
-            "[green]yes[/]" if s["connected"] else "no",
-            s["expires_at"][:19].replace("T", " "),
-        )
-    stdout.print(table)
-
-
 @app.command()
 def sessions(
     all_: Annotated[bool, typer.Option("--all", help="Include ended sessions.")] = False,
@@ -274,37 +222,8 @@ def sessions(
 ) -> None:
     """List live sessions (and whether their agent is connected now)."""
     emit(
-        run_client(home, lambda c: c.call("sessions.list", {"all": all_})), as_json, _sessions_table
+        run_client(home, lambda c: c.call("sessions.list", {"all": all_})), as_json, sessions_table
     )
-
-
-@app.command()
-def diag(
-    ticket: TicketArg,
-    home: HomeOpt = None,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the agent.")] = 60.0,
-    as_json: JsonOpt = False,
-) -> None:
-    """Take a diagnostics snapshot on the ticket's connected agent and attach it."""
-    from controller.render import render_snapshot
-
-    async def work(c: Connection) -> Any:
-        if as_json:
-            return await c.call("diag.run", {"ticket": ticket, "timeout": timeout})
-        with stderr.status("asking the agent…") as status:
-            return await c.call(
-                "diag.run",
-                {"ticket": ticket, "timeout": timeout},
-                on_progress=lambda stage: status.update(stage),
-            )
-
-    def render(d: dict[str, Any]) -> None:
-        if not d["ok"]:
-            stderr.print(f"[red]the agent reported an error:[/] {d['error']}")
-        render_snapshot(stdout, d["data"])
-        stdout.print(f"[dim]attached to {d['ticket']} (request {d['request']})[/]")
-
-    emit(run_client(home, work), as_json, render)
 
 
 @app.command()

@@ -17,17 +17,35 @@ from controller.store.store import (
     Ticket,
     User,
 )
+from controller.store.ticketstore import (
+    Article,
+    ArticleHit,
+    Change,
+    Delivery,
+    Rating,
+    TicketEvent,
+    TicketLink,
+    Webhook,
+)
 
 __all__ = [
     "Agent",
+    "Article",
+    "ArticleHit",
     "Attachment",
     "AuditEvent",
+    "Change",
     "Code",
     "CodeRefused",
+    "Delivery",
     "NewAuditEvent",
+    "Rating",
     "Request",
     "Session",
     "Store",
     "Ticket",
+    "TicketEvent",
+    "TicketLink",
     "User",
+    "Webhook",
 ]

@@ -38,6 +38,7 @@ from controller.store.schema import (
     TicketRow,
     UserRow,
 )
+from controller.store.ticketstore import Ticket, TicketStore
 
 MIGRATIONS: Final = Path(__file__).resolve().parent / "migrations"
 ROLES: Final = frozenset({"admin", "technician", "auditor"})
@@ -61,22 +62,6 @@ class User:
     fingerprint: str
     created_at: datetime
     removed_at: datetime | None
-
-
-@dataclass(frozen=True)
-class Ticket:
-    id: int
-    title: str
-    customer: str
-    priority: str
-    state: str
-    opened_by: str
-    created_at: datetime
-
-    @property
-    def ref(self) -> str:
-        """The ticket as people write it: ``T-<id>``."""
-        return f"T-{self.id}"
 
 
 @dataclass(frozen=True)
@@ -226,8 +211,11 @@ def _json_text(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
-class Store:
-    """The controller's database: users, tickets, codes, agents, sessions, results, audit."""
+class Store(TicketStore):
+    """The controller's database: users, tickets, codes, agents, sessions, results, audit.
+
+    Tickets, their timeline, the knowledge base and webhooks: :class:`TicketStore`.
+    """
 
     def __init__(self, url: str, engine: AsyncEngine) -> None:
         self.url = url
@@ -340,38 +328,6 @@ class Store:
             query = query.where(UserRow.removed_at.is_(None))
         async with self._read() as s:
             return [_user(row) for row in await s.scalars(query)]
-
-    # tickets
-
-    async def open_ticket(
-        self, title: str, customer: str, priority: str, opened_by: str, now: datetime
-    ) -> Ticket:
-        """Open a ticket in state ``open``."""
-        if priority not in PRIORITIES:
-            raise ValueError(f"priority must be one of {sorted(PRIORITIES)}, not {priority!r}")
-        row = TicketRow(
-            title=title,
-            customer=customer,
-            priority=priority,
-            state="open",
-            opened_by=opened_by,
-            created_at=now,
-        )
-        async with self._write() as s, s.begin():
-            s.add(row)
-        return _ticket(row)
-
-    async def get_ticket(self, ticket_id: int) -> Ticket | None:
-        """The ticket with this id, if any."""
-        async with self._read() as s:
-            row = await s.get(TicketRow, ticket_id)
-            return None if row is None else _ticket(row)
-
-    async def list_tickets(self) -> list[Ticket]:
-        """Every ticket, newest first."""
-        query = select(TicketRow).order_by(TicketRow.created_at.desc(), TicketRow.id.desc())
-        async with self._read() as s:
-            return [_ticket(row) for row in await s.scalars(query)]
 
     # session codes
 
@@ -901,18 +857,6 @@ def _user(row: UserRow) -> User:
         fingerprint=row.fingerprint,
         created_at=_utc(row.created_at),
         removed_at=_utc(row.removed_at),
-    )
-
-
-def _ticket(row: TicketRow) -> Ticket:
-    return Ticket(
-        id=row.id,
-        title=row.title,
-        customer=row.customer,
-        priority=row.priority,
-        state=row.state,
-        opened_by=row.opened_by,
-        created_at=_utc(row.created_at),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import psutil
 import pytest
@@ -122,7 +123,12 @@ def test_a_real_command_line_is_read_redacted() -> None:
         stdin=subprocess.PIPE,
     )
     try:
-        line = _cmdline(psutil.Process(child.pid), psutil)
+        process = psutil.Process(child.pid)
+        # right after fork the child may not have exec'd yet: wait (bounded) for its argv
+        deadline = time.monotonic() + scaled(10)
+        while "--password" not in process.cmdline() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        line = _cmdline(process, psutil)
     finally:
         child.kill()
         child.wait(scaled(10))

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.state import AgentHome, StateError
 
@@ -71,7 +72,7 @@ def test_ensure_refuses_a_file_in_the_way(home: AgentHome) -> None:
 def test_key_is_created_0600_and_reloaded_identical(home: AgentHome) -> None:
     key = home.load_or_create_key()
     assert _mode(home.key_path) == 0o600
-    assert home.key_path.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    assert home.key_path.read_bytes().startswith(b"ed25519:")
     again = AgentHome(home.path).load_or_create_key()
     assert _raw(again) == _raw(key)
     assert [p.name for p in home.path.iterdir()] == ["agent.key"]  # no temporary left over
@@ -85,6 +86,30 @@ def test_key_readable_by_others_is_refused(home: AgentHome) -> None:
         home.load_or_create_key()
     assert "chmod 600" in str(info.value)
     assert str(home.key_path) in str(info.value)
+
+
+def test_a_pem_ed25519_key_is_accepted(home: AgentHome) -> None:
+    """An operator may provision the identity as a standard PKCS8 PEM file."""
+    home.ensure()
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    fd = os.open(home.key_path, os.O_CREAT | os.O_WRONLY, 0o600)
+    os.write(fd, pem)
+    os.close(fd)
+    assert _raw(home.load_or_create_key()) == _raw(key)
+
+
+def test_a_damaged_key_is_refused(home: AgentHome) -> None:
+    home.ensure()
+    fd = os.open(home.key_path, os.O_CREAT | os.O_WRONLY, 0o600)
+    os.write(fd, b"ed25519:not-a-key\n")
+    os.close(fd)
+    with pytest.raises(StateError, match="damaged"):
+        home.load_or_create_key()
 
 
 def test_key_of_the_wrong_type_is_refused(home: AgentHome) -> None:

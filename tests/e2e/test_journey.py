@@ -20,7 +20,7 @@ def test_join_diagnose_attach_leave(controller: Controller) -> None:
 
     agent = controller.start_agent(issued["code"])
     session = controller.connected_session(ticket)
-    assert session["scopes"] == ["diagnostics:read"]
+    assert session["scopes"] == ["diagnostics:read", "fixes:propose"]
     assert "technician asks to connect" in agent.output()
     assert "T-1" in agent.output()
 

@@ -407,7 +407,7 @@ CONTROLLER_ACCEPTS = {
     ControllerState.CHECKING: set(),
     ControllerState.AWAIT_CONSENT: {"consent_answer"},
     ControllerState.DECIDING: set(),
-    ControllerState.LIVE: {"result", "fix_output"},
+    ControllerState.LIVE: {"result", "fix_output", "rating"},
 }
 ALWAYS = {"error", "end"}
 
