@@ -28,6 +28,9 @@ lint: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) bench/roundtrip.py
 	$(PY) bench/agent_memory.py
+	$(PY) bench/diag_snapshot.py
+	$(PY) bench/audit.py
+	$(PY) bench/tickets.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
