@@ -118,6 +118,22 @@ async def test_modified_column_is_detected(log: AuditLog) -> None:
     assert report.bad_seq == 7
 
 
+async def test_modified_time_or_details_column_is_detected(log: AuditLog) -> None:
+    await fill(log, 12)
+    await drop_protection(log.store)
+    # a --since filter must not be fooled by a back-dated row
+    await sql(log.store, "UPDATE audit_events SET at = '2020-01-01 00:00:00' WHERE seq = 6")
+    report = await log.verify()
+    assert report.bad_seq == 6
+    await sql(
+        log.store,
+        "UPDATE audit_events SET at = (SELECT at FROM audit_events WHERE seq = 5) WHERE seq = 6",
+    )
+    await sql(log.store, """UPDATE audit_events SET details = '{"n": 1}' WHERE seq = 4""")
+    report = await log.verify()
+    assert report.bad_seq == 4
+
+
 async def test_deleted_event_is_detected(log: AuditLog) -> None:
     await fill(log, 12)
     await drop_protection(log.store)
