@@ -93,14 +93,28 @@ async def diag_run(api: Api, caller: Caller, params: dict[str, Any], progress: P
             f"result will be attached to T-{ticket.id} when the agent delivers it",
         ) from None
     await progress("evaluating findings")
+    found = with_findings(result.data, result.ok)
     return {
         "ticket": f"T-{ticket.id}",
         "request": request.id,
         "ok": result.ok,
         "error": result.error,
         "data": result.data,
-        **with_findings(result.data, result.ok),
+        **found,
+        "articles": await _articles(api, found["findings"]),
     }
+
+
+async def _articles(api: Api, findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Knowledge-base articles written for these findings (or their suggested fixes)."""
+    from controller.tickets_api import article_json
+
+    rules = sorted({str(f["rule"]) for f in findings})
+    fixes = sorted({str(f["fix"]) for f in findings if f.get("fix")})
+    if not rules:
+        return []
+    articles = await api.store.articles_for(findings=rules[:50], fixes=fixes[:50])
+    return [article_json(a, body=False) for a in articles]
 
 
 async def diag_diff(api: Api, caller: Caller, params: dict[str, Any], _p: Progress) -> Any:

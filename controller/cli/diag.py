@@ -109,6 +109,13 @@ def run(
         if not d["ok"]:
             stderr.print(f"[red]the agent reported an error:[/] {d['error']}", highlight=False)
         render_diagnostics(stdout, d["data"], d.get("findings") if d["ok"] else None)
+        if d.get("articles"):
+            stdout.rule("knowledge base", style="dim")
+            for article in d["articles"]:
+                about = ", ".join(article["findings"] + article["fixes"])
+                stdout.print(
+                    f"  {article['id']}  {article['title']}  [dim]({about})[/]", highlight=False
+                )
         stdout.print(f"[dim]attached to {d['ticket']} (request {d['request']})[/]")
 
     emit(run_client(home, work), as_json, render)

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from agent.collectors import COLLECTORS
 from tests.conftest import scaled
 from tests.e2e.conftest import Controller, wait_until
@@ -151,3 +153,32 @@ def test_secrets_in_command_lines_never_leave_the_machine(
     finally:
         hog.kill()
         hog.wait(scaled(10))
+
+
+def test_diag_shows_knowledge_base_articles_beside_findings(controller: Controller) -> None:
+    """A resolution written up for a finding comes back the next time that finding shows."""
+    first = controller.open_ticket("Disk warning")
+    agent = controller.start_agent(controller.issue_code(first), name="first")
+    controller.connected_session(first)
+    findings = controller.json("diag", first)["findings"]
+    agent.process.terminate()
+    agent.wait()
+    if not findings:
+        pytest.skip("this machine shows no findings to write an article about")
+    controller.cli(
+        "ticket",
+        "resolve",
+        first,
+        "--resolution",
+        "Cleared it with the usual steps",
+        "--kb-title",
+        "What to do about this machine's warnings",
+    )
+    second = controller.open_ticket("Same again")
+    controller.start_agent(controller.issue_code(second), name="second")
+    controller.connected_session(second)
+    result = controller.json("diag", second)
+    titles = [a["title"] for a in result["articles"]]
+    assert "What to do about this machine's warnings" in titles
+    human = controller.cli("diag", second).stdout
+    assert "knowledge base" in human and "KB-1" in human
