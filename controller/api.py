@@ -24,7 +24,7 @@ from controller.store import Attachment, Session, Ticket, User
 from protocol import codec, signing
 from protocol.api import ApiServer, AuthRequested, CallReceived
 from protocol.errors import AuthError, ProtocolError
-from protocol.messages import Message, Ping, Result
+from protocol.messages import Ping
 
 if TYPE_CHECKING:
     from controller.server import Controller
@@ -552,7 +552,6 @@ METHODS: dict[str, tuple[Handler, tuple[str, ...]]] = {
     "user.set_role": (Api.user_set_role, _ADMIN),
 }
 
-_ = (Message, Result)
 
 # diag.run, diag.diff, diag.collectors and ticket.show with findings
 from controller.diag_api import METHODS as _DIAG  # noqa: E402 - needs the names above

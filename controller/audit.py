@@ -173,9 +173,9 @@ class AuditLog:
             seq, head = await self.store.audit_head()
             if seq == 0:
                 return None
-            known = await self.store.audit_checkpoints()
-            if known and known[-1].seq == seq:
-                return known[-1]
+            last = await self.store.last_checkpoint()
+            if last is not None and last.seq == seq:
+                return last
             checkpoint = auditchain.sign_checkpoint(self.key, seq, head, utcnow())
             await self.store.add_checkpoint(checkpoint)
             if self.head_file is not None:

@@ -750,6 +750,18 @@ class Store(TicketStore):
                 )
             )
 
+    async def last_checkpoint(self) -> auditchain.Checkpoint | None:
+        """The newest stored checkpoint, if any."""
+        async with self._read() as s:
+            row = await s.scalar(
+                select(AuditCheckpointRow).order_by(AuditCheckpointRow.id.desc()).limit(1)
+            )
+            return (
+                None
+                if row is None
+                else auditchain.Checkpoint(row.seq, row.head, row.at, row.signature)
+            )
+
     async def audit_checkpoints(self) -> list[auditchain.Checkpoint]:
         """Every stored checkpoint, oldest first."""
         async with self._read() as s:
