@@ -470,6 +470,20 @@ class Controller:
             if future is not None and not future.done():
                 future.set_result(result)
             return
+        request = await self.store.get_request(request_id)
+        if request is not None and request.session_id != link.session_id:
+            # a result may only answer a request made in its own session: never let one
+            # agent write onto another customer's ticket
+            await self.audit(
+                "result.refused",
+                session_id=link.session_id,
+                ticket_id=link.ticket_id,
+                agent_id=link.agent_id,
+                details={"request_id": request_id, "reason": "request of another session"},
+            )
+            link.machine.ack(request_id)
+            await link.flush()
+            return
         try:
             attachment, fresh = await self.store.attach_result(
                 request_id, result.ok, result.data, result.produced_at, utcnow()

@@ -15,7 +15,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import scaled
-from tests.e2e.conftest import Controller
+from tests.e2e.conftest import Controller, wait_until
 
 
 def _codes_failed(controller: Controller) -> list[str]:
@@ -233,3 +233,71 @@ def test_customer_does_not_answer(controller: Controller) -> None:
     assert agent.wait() == 6
     assert "No answer" in agent.output()
     assert controller.json("sessions", "--all") == []
+
+
+async def _forged_result(controller: Controller, code: str, reply_to: str) -> None:
+    """A second, real-protocol agent that joins with its own code and then answers a request
+    of another session: the controller must not attach it to the other ticket."""
+    import platform
+    from datetime import UTC, datetime
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from protocol import codec, signing
+    from protocol.messages import AgentInfo, Result
+    from protocol.session import AgentSession, ConsentNeeded, SessionLive
+
+    key = Ed25519PrivateKey.generate()
+    pin = controller.json("agent-config", "--out", str(controller.tmp / "pin.toml"))["pin"]
+    machine = AgentSession(
+        public_key=signing.public_key_text(key),
+        sign=lambda challenge: signing.sign_agent(key, challenge, pin),
+        agent=AgentInfo(hostname="forger", platform=platform.platform(), agent_version="0"),
+        code=code,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    async with connect(controller.url + "/agent", ssl=context) as ws:
+        live = False
+        while not live:
+            for event in machine.receive(codec.decode(await ws.recv())):
+                if isinstance(event, ConsentNeeded):
+                    machine.answer_consent(True)
+                live = live or isinstance(event, SessionLive)
+            for message in machine.data_to_send():
+                await ws.send(codec.encode(message))
+        forged = Result(
+            reply_to=reply_to, ok=True, data={"owned": True}, produced_at=datetime.now(UTC)
+        )
+        machine.reply(forged)
+        for message in machine.data_to_send():
+            await ws.send(codec.encode(message))
+        ack = codec.decode(await asyncio.wait_for(ws.recv(), scaled(10)))
+        assert ack.type == "ack"
+
+
+def test_a_result_for_another_sessions_request_is_refused(controller: Controller) -> None:
+    victim = controller.open_ticket("Victim")
+    controller.start_agent(controller.issue_code(victim), env={"HELPLINE_TEST_DIAG_DELAY": "5"})
+    controller.connected_session(victim)
+    diag = subprocess.Popen(
+        [sys.executable, "-m", "controller", "diag", victim, "--json"],
+        env=controller.env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    requested = wait_until(
+        lambda: controller.json("audit", "log", "--type", "diag.requested"),
+        20,
+        "the victim's request",
+    )
+    request_id = requested[-1]["details"]["request_id"]
+    other = controller.open_ticket("Attacker")
+    asyncio.run(_forged_result(controller, controller.issue_code(other), request_id))
+    refused = controller.json("audit", "log", "--type", "result.refused")
+    assert refused[-1]["details"]["request_id"] == request_id
+    assert diag.wait(scaled(30)) == 0  # the real answer still arrives
+    attachments = controller.json("ticket", "show", victim)["attachments"]
+    assert len(attachments) == 1
+    assert "owned" not in attachments[0]["data"]
