@@ -188,6 +188,9 @@ async def run(proposal: FixProposal, policy: FixPolicy, emit: Emit) -> dict[str,
         if not await policy.ask(question):
             raise Refused("declined", "the customer declined this fix")
         consent = "customer"
+    # the customer may have taken minutes to answer: check paths and pids again, and run
+    # only if they still mean what was shown
+    _recheck(fix, values, notes)
     await emit("status", f"running {fix.id} ({consent})")
     outcome = await execute(fix, values, emit)
     return {
@@ -200,6 +203,14 @@ async def run(proposal: FixProposal, policy: FixPolicy, emit: Emit) -> dict[str,
         "targets": fix.targets,
         **outcome,
     }
+
+
+def _recheck(fix: Fix, values: dict[str, str], notes: dict[str, str]) -> None:
+    for name, spec in fix.params.items():
+        if isinstance(spec, PathParam) and resolve_path(name, spec, values[name]) != values[name]:
+            raise Refused("bad_param", f"{name}: {values[name]} changed while you were asked")
+        if isinstance(spec, PidParam) and describe_pid(int(values[name])) != notes.get(name):
+            raise Refused("bad_param", f"process {values[name]} changed while you were asked")
 
 
 async def execute(fix: Fix, values: dict[str, str], emit: Emit) -> dict[str, Any]:
@@ -256,10 +267,25 @@ async def execute(fix: Fix, values: dict[str, str], emit: Emit) -> dict[str, Any
         timed_out = False
         try:
             async with asyncio.timeout(fix.timeout):
-                await process.wait()
+                # returncode is set as soon as the fix itself exits; wait() would also wait
+                # for every pipe to close, which a child left in the background holds open
+                while process.returncode is None:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
         except TimeoutError:
             timed_out = True
-            await _kill_group(process)
+            await asyncio.shield(_kill_group(process))
+        except BaseException:
+            # the session ended (task cancelled) or the agent is going down: nothing the
+            # customer allowed may outlive the session
+            await asyncio.shield(_kill_group(process))
+            raise
+        finally:
+            # children the fix left behind in its group go with it, even after exit 0
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+        # bounded: a descendant that left the group with setsid() could hold a pipe forever
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(process.wait(), 5)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(pumps, 5)
         duration = (time.monotonic() - started) * 1000

@@ -427,8 +427,13 @@ class Api:
         page: dict[str, Any] = {}
         if after == 0:
             # the export covers the chain as it is now, under a fresh checkpoint
+            from controller.audit import AuditTampered
+
             log = self.controller.audit_log
-            await log.checkpoint()
+            try:
+                await log.checkpoint()
+            except AuditTampered as exc:
+                raise ApiError("tampered", str(exc)) from None
             seq, head = await self.store.audit_head()
             until = seq
             page["header"] = auditchain.export_header(

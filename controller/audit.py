@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,7 +28,13 @@ from controller.store import AuditEvent, NewAuditEvent, Store
 from controller.tls import write_secret
 from protocol.signing import b64e
 
+log = logging.getLogger("helpline.audit")
+
 BATCH_LIMIT = 512
+
+
+class AuditTampered(Exception):
+    """The chain no longer extends its last signed checkpoint: someone edited it."""
 
 
 def utcnow() -> datetime:
@@ -125,7 +132,7 @@ class AuditLog:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.checkpoint()
+        await self._checkpoint_or_warn()
 
     async def append(self, type: str, **fields: Any) -> AuditEvent:
         """Append one event; returns once it is durable."""
@@ -144,7 +151,7 @@ class AuditLog:
                 batch.append(self._queue.get_nowait())
             await self._write_batch(batch)
             if self._since_checkpoint >= self.checkpoint_events:
-                await self.checkpoint()
+                await self._checkpoint_or_warn()
 
     async def _write_batch(self, batch: list[_Pending]) -> None:
         try:
@@ -165,7 +172,15 @@ class AuditLog:
     async def _timer(self) -> None:
         while True:
             await asyncio.sleep(self.checkpoint_seconds)
+            await self._checkpoint_or_warn()
+
+    async def _checkpoint_or_warn(self) -> None:
+        """Checkpoint from the background: a tampered chain is reported loudly, never
+        signed, and never stops the writer (appends keep being recorded)."""
+        try:
             await self.checkpoint()
+        except AuditTampered as exc:
+            log.critical("%s; run `helpline audit verify`", exc)
 
     async def checkpoint(self) -> auditchain.Checkpoint | None:
         """Sign the current head (if it moved since the last checkpoint)."""
@@ -176,12 +191,33 @@ class AuditLog:
             last = await self.store.last_checkpoint()
             if last is not None and last.seq == seq:
                 return last
+            # sign only a chain that still extends the last signed head: otherwise an edit
+            # made in the unsigned window would be blessed by this signature
+            problem = await self._check_since(last, seq)
+            if problem is not None:
+                raise AuditTampered(f"refusing to sign the audit chain: {problem}")
             checkpoint = auditchain.sign_checkpoint(self.key, seq, head, utcnow())
             await self.store.add_checkpoint(checkpoint)
             if self.head_file is not None:
                 write_head_file(self.head_file, checkpoint)
             self._since_checkpoint = 0
             return checkpoint
+
+    async def _check_since(self, last: auditchain.Checkpoint | None, seq: int) -> str | None:
+        """Walk the links after ``last`` up to ``seq``; the first problem, or None."""
+        after, prev = (last.seq, last.head) if last is not None else (0, auditchain.GENESIS)
+        while after < seq:
+            links = await self.store.audit_links(after, min(seq - after, 20_000))
+            if not links:
+                return f"events {after + 1}..{seq} are missing"
+            for link in links:
+                if link.seq != after + 1 or link.prev != prev:
+                    return f"event {link.seq} does not extend the signed chain"
+                digest = auditchain.link_hash(prev, link.record)
+                if digest != link.hash or not link.columns_match:
+                    return f"event {link.seq} was modified"
+                after, prev = link.seq, digest
+        return None
 
     async def verify(self, page: int = 20_000) -> auditchain.Report:
         """Walk the whole chain in the database, every checkpoint and the head file."""

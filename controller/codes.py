@@ -74,12 +74,22 @@ class FailureLimiter:
                 return "too many failed code attempts from this address; try again in a minute"
         return None
 
-    def failed(self, source: str, now: float | None = None) -> None:
-        """Record one failed attempt from ``source``."""
+    def failed(self, source: str, now: float | None = None) -> float:
+        """Record one failed (or not yet decided) attempt from ``source``; returns its stamp."""
         now = time.monotonic() if now is None else now
         self._all.append(now)
         self._by_source.setdefault(source, deque()).append(now)
         if len(self._by_source) > 10_000:
-            # bound memory under a spray from many addresses: forget the quietest
-            for key in [k for k, v in self._by_source.items() if not v][:5_000]:
-                del self._by_source[key]
+            # bound memory under a spray from many addresses: forget the ones whose
+            # attempts have all left the window
+            for key, stamps in list(self._by_source.items()):
+                self._prune(stamps, now)
+                if not stamps:
+                    del self._by_source[key]
+        return now
+
+    def forgive(self, source: str, stamp: float) -> None:
+        """Take back an attempt counted in advance that turned out to be right."""
+        for stamps in (self._all, self._by_source.get(source)):
+            if stamps is not None and stamp in stamps:
+                stamps.remove(stamp)

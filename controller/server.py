@@ -283,17 +283,20 @@ class Controller:
             return
         canonical = codes.normalise(event.code)
         now = utcnow()
+        # counted as a failure before the await, so a burst of simultaneous guesses from
+        # one address cannot all pass the check above; taken back if the code is right
+        attempt = self.limiter.failed(source)
         try:
             if canonical is None:
                 raise CodeRefused("unknown")
             code = await self.store.consume_code(codes.code_hash(self.pepper, canonical), now)
         except CodeRefused as exc:
-            self.limiter.failed(source)
             await self.audit(
                 "code.failed", source=source, agent_id=agent_id, details={"reason": exc.reason}
             )
             machine.refuse("code_" + exc.reason, CODE_MESSAGES[exc.reason])
             return
+        self.limiter.forgive(source, attempt)
         ticket = await self.store.get_ticket(code.ticket_id)
         technician = await self.store.user_by_name(code.issued_by)
         assert ticket is not None

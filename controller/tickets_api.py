@@ -18,6 +18,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from controller.store import Article, Delivery, Ticket, TicketEvent, Webhook
 from controller.tickets import kpi, lifecycle, sla, webhooks
@@ -165,9 +166,13 @@ def webhook_json(hook: Webhook) -> dict[str, Any]:
 
 
 def delivery_json(item: Delivery) -> dict[str, Any]:
+    # everyone who can read a ticket sees its deliveries, but a webhook URL's path and
+    # query often carry a secret token: only the scheme and host leave this module here
+    # (admins and auditors see whole URLs in `webhook list`)
+    parts = urlsplit(item.url)
     return {
         "webhook": item.webhook_id,
-        "url": item.url,
+        "endpoint": f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}",
         "event": item.event.uid,
         "type": item.event.type,
         "ticket": f"T-{item.event.ticket_id}",

@@ -38,6 +38,7 @@ EXIT_CODES: dict[str, int] = {
     "no_agent": 7,
     "agent_offline": 7,
     "conflict": 8,
+    "tampered": 9,
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -427,3 +428,46 @@ def test_memory_relieve_drops_caches_or_says_why_not(tmp_path: Path) -> None:
     else:  # a container's read-only /proc: the fix fails and says so, nothing crashes
         assert result["status"] == "failed"
         assert "cannot drop caches" in result["stderr"]
+
+
+LEAVER = make_fix(
+    id="test.leaver",
+    command=[
+        "{python}",
+        "-c",
+        "import subprocess, sys\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+        "print(child.pid, flush=True)",
+    ],
+)
+
+
+def test_children_left_behind_are_killed_with_the_group(tmp_path: Path) -> None:
+    rec = Recorder()
+    result = run(proposal("test.leaver", signed=bundle(LEAVER)), policy(tmp_path, rec), rec)
+    assert result["status"] == "succeeded"
+    assert not _alive(int(result["stdout"].split()[0]))
+
+
+def test_ending_the_session_kills_a_running_fix(tmp_path: Path) -> None:
+    rec = Recorder()
+    pol = policy(tmp_path, rec)
+
+    async def scenario() -> int:
+        printed = asyncio.Event()
+        pids: list[int] = []
+
+        async def emit(stream: str, data: str) -> None:
+            if stream == "stdout":
+                pids.append(int(data.split()[0]))
+                printed.set()
+
+        task = asyncio.create_task(fixes.run(proposal("test.forker"), pol, emit))
+        await asyncio.wait_for(printed.wait(), 10)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return pids[0]
+
+    child = asyncio.run(scenario())
+    assert not _alive(child)

@@ -50,10 +50,10 @@ async def fill(log: AuditLog, count: int) -> None:
     )
 
 
-async def sql(store: Store, statement: str) -> None:
+async def sql(store: Store, statement: str, params: dict[str, object] | None = None) -> None:
     """Run raw SQL as an attacker with database access would."""
     async with store._engine.begin() as connection:
-        await connection.execute(text(statement))
+        await connection.execute(text(statement), params or {})
 
 
 async def drop_protection(store: Store) -> None:
@@ -317,3 +317,29 @@ async def _crash_and_check(url: str, key_path: Path, key: Ed25519PrivateKey) -> 
         report = auditchain.verify(await store.audit_links(0, 100_000), [], key.public_key())
         assert report.ok, report.problem
         assert report.events == len(stored)
+
+
+async def test_an_edit_in_the_unsigned_window_is_never_signed(log: AuditLog) -> None:
+    from controller.audit import AuditTampered
+
+    await fill(log, 5)
+    await log.checkpoint()
+    signed = await log.store.last_checkpoint()
+    await fill(log, 5)  # events 6..10: not yet covered by a signature
+    await drop_protection(log.store)
+    # an attacker rewrites event 8 and recomputes the hashes after it
+    links = await log.store.audit_links(0, 100)
+    prev = links[6].hash
+    for link in links[7:]:
+        record = link.record.replace('"unknown"', '"fine"') if link.seq == 8 else link.record
+        digest = auditchain.link_hash(prev, record)
+        await sql(
+            log.store,
+            "UPDATE audit_events SET record = :r, prev_hash = :p, hash = :h WHERE seq = :s",
+            {"r": record, "p": prev, "h": digest, "s": link.seq},
+        )
+        prev = digest
+    with pytest.raises(AuditTampered):
+        await log.checkpoint()
+    assert await log.store.last_checkpoint() == signed  # nothing new was signed
+    assert not (await log.verify()).ok
