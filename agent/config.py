@@ -33,6 +33,8 @@ class AgentConfig:
     fix_key: str | None = None
     #: fixes a managed fleet runs without asking: explicit here, audited at every join
     unattended: tuple[str, ...] = ()
+    #: the root helper's socket (agent.rootfix), for fixes that need root; the .deb sets it
+    root_helper: str | None = None
 
     @classmethod
     def load(cls, path: Path) -> AgentConfig:
@@ -54,12 +56,18 @@ class AgentConfig:
             raise ConfigError(f"{path}: fix_key must be the catalogue's public key (43 chars)")
         if not isinstance(unattended, list) or not all(isinstance(x, str) for x in unattended):
             raise ConfigError(f"{path}: unattended must be a list of fix ids")
+        root_helper = data.get("root_helper")
+        if root_helper is not None and (
+            not isinstance(root_helper, str) or not root_helper.startswith("/")
+        ):
+            raise ConfigError(f"{path}: root_helper must be the absolute path of its socket")
         try:
             return cls(
                 url=url.rstrip("/"),
                 pin=normalise_pin(pin),
                 fix_key=fix_key,
                 unattended=tuple(unattended),
+                root_helper=root_helper,
             )
         except ValueError as exc:
             raise ConfigError(f"{path}: {exc}") from None

@@ -373,6 +373,7 @@ class AgentRunner:
                 preapproved=frozenset(self.allow),
                 unattended=frozenset(self.config.unattended),
                 serial_file=self.home.path / "catalogue-serial",
+                root_helper=self.config.root_helper,
             )
 
         async def emit(stream: str, data: str) -> None:

@@ -11,6 +11,10 @@ In order, and any failure refuses with a code the controller audits:
    the agent config lists it as unattended;
 7. then: argv only, no shell, a scrubbed environment, a new process group killed whole at
    the timeout, output streamed and capped.
+
+An agent that does not run as root hands a fix marked ``needs_root`` to the root helper
+(:mod:`agent.rootfix`) after step 6, if its config names one; the helper checks 1 to 5
+again itself before step 7.
 """
 
 from __future__ import annotations
@@ -70,6 +74,8 @@ class FixPolicy:
     preapproved: frozenset[str] = frozenset()
     unattended: frozenset[str] = frozenset()
     serial_file: Path | None = None
+    #: the root helper's socket: where fixes that need root go when this agent is not root
+    root_helper: str | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -159,13 +165,17 @@ def prepare(
             values[name] = resolve_path(name, spec, values[name])
         elif isinstance(spec, PidParam):
             notes[name] = describe_pid(int(values[name]))
-    if fix.needs_root and hasattr(os, "geteuid") and os.geteuid() != 0:
+    if _needs_helper(fix) and policy.root_helper is None:
         raise Refused(
             "needs_root",
-            f"fix {fix.id} needs root and this agent does not run as root "
-            "(see docs: fixes that need root)",
+            f"fix {fix.id} needs root, this agent does not run as root and its config names "
+            "no root_helper (docs/fixes.md: fixes that need root)",
         )
     return fix, bundle.serial, values, notes
+
+
+def _needs_helper(fix: Fix) -> bool:
+    return fix.needs_root and hasattr(os, "geteuid") and os.geteuid() != 0
 
 
 async def run(proposal: FixProposal, policy: FixPolicy, emit: Emit) -> dict[str, Any]:
@@ -191,8 +201,18 @@ async def run(proposal: FixProposal, policy: FixPolicy, emit: Emit) -> dict[str,
     # the customer may have taken minutes to answer: check paths and pids again, and run
     # only if they still mean what was shown
     _recheck(fix, values, notes)
-    await emit("status", f"running {fix.id} ({consent})")
-    outcome = await execute(fix, values, emit)
+    if _needs_helper(fix):
+        from agent import rootfix
+
+        assert policy.root_helper is not None  # prepare() refused otherwise
+        await emit("status", f"asking the root helper to run {fix.id} ({consent})")
+        outcome = await rootfix.run_as_root(
+            policy.root_helper, proposal, consent=consent, values=values, notes=notes, emit=emit
+        )
+        outcome["privileged"] = "root helper"
+    else:
+        await emit("status", f"running {fix.id} ({consent})")
+        outcome = await execute(fix, values, emit)
     return {
         "fix": fix.id,
         "title": fix.title,

@@ -31,7 +31,9 @@ UnattendedOpt = Annotated[
 ]
 
 
-def _config_text(home: Path | None, unattended: list[str] | None) -> str:
+def _config_text(
+    home: Path | None, unattended: list[str] | None, *, root_helper: str | None = None
+) -> str:
     """The agent config for this controller, as `helpline agent-config` would write it."""
     from controller.catalogue import PublishedCatalogue
     from controller.home import ControllerHome, HomeError
@@ -49,6 +51,7 @@ def _config_text(home: Path | None, unattended: list[str] | None) -> str:
         name=config.name,
         fix_key=PublishedCatalogue(target.path).key(),
         unattended=unattended or (),
+        root_helper=root_helper,
     )
 
 
@@ -113,10 +116,10 @@ def deb(
 ) -> None:
     """Build the .deb (hardened systemd unit, system user) for this controller."""
     from helpline_packaging.bundle import BundleError
-    from helpline_packaging.deb import build_deb
+    from helpline_packaging.deb import ROOT_SOCKET, build_deb
 
     started = time.monotonic()
-    config = _config_text(home, unattended)
+    config = _config_text(home, unattended, root_helper=ROOT_SOCKET)
     bundle = _collect()
     stderr.print("compiling and packing the .deb…", highlight=False)
     try:

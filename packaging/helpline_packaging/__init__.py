@@ -27,6 +27,7 @@ def agent_config_text(
     name: str = "helpline",
     fix_key: str | None = None,
     unattended: Sequence[str] = (),
+    root_helper: str | None = None,
 ) -> str:
     """The agent config both artefacts carry: what ``helpline agent-config`` writes, with
     comments for the person who opens it."""
@@ -35,14 +36,21 @@ def agent_config_text(
         data["fix_key"] = fix_key
     if unattended:
         data["unattended"] = list(unattended)
+    if root_helper is not None:
+        data["root_helper"] = root_helper
     slot = (
         ""
         if fix_key is not None
         else "# fix_key: none published yet, so this agent runs no fixes\n"
     )
+    helper_note = (
+        "# root_helper: the socket of the root helper, which runs fixes that need root.\n"
+        if root_helper is not None
+        else ""
+    )
     return (
         f"# helpline agent config for the controller {name!r}, written by `helpline package`.\n"
         "# url: where the agent dials; pin: SHA-256 of the controller's TLS certificate;\n"
         "# fix_key: the public key that signs the fix catalogue (docs/fixes.md).\n"
-        f"{tomli_w.dumps(data)}{slot}"
+        f"{helper_note}{tomli_w.dumps(data)}{slot}"
     )

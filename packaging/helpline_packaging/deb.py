@@ -4,10 +4,13 @@ Built with ``dpkg-deb --root-owner-group`` from a staging tree, so no fakeroot i
 and every file is root:root. What the package installs::
 
     /usr/lib/helpline-agent/helpline-agent      the launcher (helpline_packaging.launcher)
+    /usr/lib/helpline-agent/helpline-agent-root the root helper (root_launcher, agent.rootfix)
     /usr/lib/helpline-agent/lib/                the bundle, compiled to bytecode
     /usr/bin/helpline-agent                     -> ../lib/helpline-agent/helpline-agent
     /etc/helpline-agent/agent.toml              controller URL and pin (a conffile)
     /lib/systemd/system/helpline-agent.service  the hardened unit
+    /lib/systemd/system/helpline-agent-root.socket, helpline-agent-root@.service
+                                                the root helper, one per connection
     /usr/share/doc/helpline-agent/              copyright, README.Debian
 
 and what its maintainer scripts (``debian/``) make: the ``helpline-agent`` system user and
@@ -33,7 +36,12 @@ from helpline_packaging.pyz import Built, write_checksum
 PACKAGE: Final = "helpline-agent"
 LIB_DIR: Final = "usr/lib/helpline-agent"
 CONFIG_FILE: Final = "etc/helpline-agent/agent.toml"
-UNIT_FILE: Final = "lib/systemd/system/helpline-agent.service"
+UNIT_DIR: Final = "lib/systemd/system"
+UNIT_FILE: Final = f"{UNIT_DIR}/helpline-agent.service"
+ROOT_UNITS: Final = ("helpline-agent-root.socket", "helpline-agent-root@.service")
+ROOT_HELPER: Final = "helpline-agent-root"
+#: where the root helper's socket unit listens; the packaged config points the agent there
+ROOT_SOCKET: Final = "/run/helpline-agent-root.sock"
 DOC_DIR: Final = "usr/share/doc/helpline-agent"
 MAINTAINER_SCRIPTS: Final = ("preinst", "postinst", "prerm", "postrm")
 _DEB_ARCH: Final = {"x86_64": "amd64", "arm64": "arm64", "i686": "i386", "armv7l": "armhf"}
@@ -64,6 +72,15 @@ helpline-agent.service keeps it connected across reboots and upgrades.
 End it at any time with:
 
     sudo helpline-agent leave
+
+Fixes that need root (restarting a service, flushing DNS…) run, after you
+say yes, through a root helper: helpline-agent-root.socket, which only the
+agent's user may open, and which runs nothing but fixes signed into the
+catalogue whose key is in /etc/helpline-agent/agent.toml. Its log:
+
+    journalctl -u 'helpline-agent-root@*'
+
+To allow no root fixes at all: sudo systemctl disable --now helpline-agent-root.socket
 
 Removing the package keeps the agent's identity; purging removes everything.
 """
@@ -132,10 +149,13 @@ def stage(bundle: Bundle, config_text: str, root: Path) -> None:
     )
     data = resources.files("helpline_packaging")
     _write(root / LIB_DIR / PACKAGE, data.joinpath("launcher.py").read_bytes(), 0o755)
+    _write(root / LIB_DIR / ROOT_HELPER, data.joinpath("root_launcher.py").read_bytes(), 0o755)
     (root / "usr/bin").mkdir(parents=True)
     (root / "usr/bin" / PACKAGE).symlink_to(f"../lib/{PACKAGE}/{PACKAGE}")
     _write(root / CONFIG_FILE, config_text.encode(), 0o644)
     _write(root / UNIT_FILE, data.joinpath("debian", f"{PACKAGE}.service").read_bytes(), 0o644)
+    for unit in ROOT_UNITS:
+        _write(root / UNIT_DIR / unit, data.joinpath("debian", unit).read_bytes(), 0o644)
     _write(root / DOC_DIR / "copyright", COPYRIGHT.encode(), 0o644)
     _write(root / DOC_DIR / "README.Debian", README.encode(), 0o644)
     for path in root.rglob("*"):
