@@ -12,11 +12,13 @@ a purge it must be exactly what it was. The installed agent runs on this machine
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import stat
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +28,7 @@ import pytest
 
 from tests.conftest import scaled
 from tests.e2e.conftest import Controller
+from tests.e2e.test_fixes import _login
 from tests.packaging.conftest import (
     Processes,
     need_root,
@@ -43,6 +46,10 @@ STATE = "var/lib/helpline-agent"
 CONFIG = "etc/helpline-agent/agent.toml"
 UNIT = "lib/systemd/system/helpline-agent.service"
 ENABLED = "etc/systemd/system/multi-user.target.wants/helpline-agent.service"
+ROOT_LAUNCHER = "usr/lib/helpline-agent/helpline-agent-root"
+ROOT_SOCKET_UNIT = "lib/systemd/system/helpline-agent-root.socket"
+ROOT_SERVICE_UNIT = "lib/systemd/system/helpline-agent-root@.service"
+SOCKET_ENABLED = "etc/systemd/system/sockets.target.wants/helpline-agent-root.socket"
 ACCOUNT_FILES = ("passwd", "group", "shadow", "gshadow")
 DEPENDENCIES = ("python3", "passwd", "init-system-helpers")
 #: Directories a Debian system already has, owned by other packages.
@@ -200,10 +207,10 @@ def test_the_deb_declares_its_needs_and_ships_root_owned_files(
     assert {owner for _, owner, _ in entries.values()} == {"root/root"}
     assert entries[LAUNCHER][0] == "-rwxr-xr-x"
     assert entries["usr/bin/helpline-agent"][2] == ["->", "../lib/helpline-agent/helpline-agent"]
-    for name in (CONFIG, UNIT, "usr/share/doc/helpline-agent/copyright"):
+    for name in (CONFIG, UNIT, ROOT_SOCKET_UNIT, ROOT_SERVICE_UNIT):
         assert entries[name][0] == "-rw-r--r--", name
-    executables = [n for n, (mode, _, _) in entries.items() if mode[0] == "-" and "x" in mode]
-    assert executables == [LAUNCHER]
+    executables = {n for n, (mode, _, _) in entries.items() if mode[0] == "-" and "x" in mode}
+    assert executables == {LAUNCHER, ROOT_LAUNCHER}
     assert not any(n.startswith(("var/", "usr/lib/helpline-agent/lib/controller")) for n in entries)
     assert any(n.endswith(f".cpython-3{minor}.pyc") for n in entries)  # shipped compiled
 
@@ -238,11 +245,52 @@ def test_the_unit_is_hardened_and_passes_systemd_analyze_verify(
     ):
         assert directive in unit, directive
     # verify needs ExecStart to exist: point it at the unpacked launcher, nothing else changes
-    checked = public_tmp / "helpline-agent.service"
-    checked.write_text(unit.replace("ExecStart=/", f"ExecStart={unpacked}/"))
-    result = run([analyze, "verify", str(checked)])
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout + result.stderr == ""
+    for name in (UNIT, ROOT_SOCKET_UNIT, ROOT_SERVICE_UNIT):
+        text = (unpacked / name).read_text()
+        (public_tmp / Path(name).name).write_text(
+            text.replace("ExecStart=/", f"ExecStart={unpacked}/")
+        )
+    # the template as systemd instantiates it for one connection on the socket
+    shutil.copyfile(
+        public_tmp / "helpline-agent-root@.service", public_tmp / "helpline-agent-root@1.service"
+    )
+    for name in (
+        "helpline-agent.service",
+        "helpline-agent-root.socket",
+        "helpline-agent-root@1.service",
+    ):
+        result = run([analyze, "verify", str(public_tmp / name)])
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout + result.stderr == "", name
+
+
+def test_the_root_helper_units_let_only_the_agent_in(
+    debs: list[dict[str, Any]], public_tmp: Path
+) -> None:
+    unpacked = public_tmp / "x"
+    run(["dpkg-deb", "-x", debs[0]["path"], str(unpacked)])
+    socket_unit = (unpacked / ROOT_SOCKET_UNIT).read_text()
+    for directive in (
+        "ListenStream=/run/helpline-agent-root.sock",
+        "SocketUser=root",
+        "SocketGroup=helpline-agent",
+        "SocketMode=0660",
+        "Accept=yes",
+        "WantedBy=sockets.target",
+    ):
+        assert directive in socket_unit, directive
+    service = (unpacked / ROOT_SERVICE_UNIT).read_text()
+    for directive in (
+        "--allow-user helpline-agent",
+        "StandardInput=socket",
+        "NoNewPrivileges=yes",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "SystemCallFilter=@system-service",
+    ):
+        assert directive in service, directive
+    config = tomllib.loads((unpacked / CONFIG).read_text())
+    assert config["root_helper"] == "/run/helpline-agent-root.sock"
 
 
 # -- installing it ------------------------------------------------------------------------
@@ -273,6 +321,7 @@ def test_install_join_upgrade_remove_purge_in_a_throwaway_root(
     assert (stat.S_IMODE(state.st_mode), state.st_uid, state.st_gid) == (0o700, uid, gid)
     assert (root / ENABLED).is_symlink()
     assert os.readlink(root / ENABLED) == f"/{UNIT}"
+    assert os.readlink(root / SOCKET_ENABLED) == f"/{ROOT_SOCKET_UNIT}"
     assert (root / CONFIG).read_text().startswith("# helpline agent config")
     code_files = listing(root / "usr/lib/helpline-agent")
 
@@ -386,3 +435,123 @@ def test_installing_without_root_is_refused(debs: list[dict[str, Any]], public_t
     assert forced.returncode != 0
     assert "helpline-agent: installing needs root; run it with sudo" in forced.stderr
     assert not (root / "usr").exists()
+
+
+# -- fixes that need root -----------------------------------------------------------------
+
+WHOAMI = """\
+id = "test.whoami"
+title = "Who runs fixes"
+description = "Prints the user a fix that needs root runs as."
+command = ["{python}", "-c", "import os; print('euid', os.geteuid())"]
+timeout = 30
+needs_root = true
+"""
+
+
+def _wait_for(path: Path, helper: subprocess.Popen[str], log: Path) -> None:
+    for _ in range(200):  # bounded: 20 s
+        if path.exists():
+            return
+        assert helper.poll() is None, log.read_text()
+        time.sleep(0.1)
+    pytest.fail(f"the root helper never listened: {log.read_text()}")
+
+
+def test_a_fix_that_needs_root_runs_through_the_installed_root_helper(
+    debs: list[dict[str, Any]],
+    fake_root: Path,
+    controller: Controller,
+    processes: Processes,
+    public_tmp: Path,
+    tmp_path: Path,
+) -> None:
+    """The installed agent runs as its own user; the installed root helper runs as root,
+    listening as its socket unit would, and runs the signed fix for it and nobody else."""
+    need_matching_python()
+    setpriv = need_tool("setpriv", "runs a step as an unprivileged user")
+    root = fake_root
+    assert dpkg(root, "-i", debs[0]["path"]).returncode == 0
+    uid, gid = agent_ids(root) or (0, 0)
+
+    # a catalogue with one fix that needs root, signed and published on the controller
+    (tmp_path / "catalogue/test.whoami").mkdir(parents=True)
+    (tmp_path / "catalogue/test.whoami/fix.toml").write_text(WHOAMI)
+    key, signed = tmp_path / "fixkey", tmp_path / "bundle.json"
+    controller.json("fixes", "keygen", "--out", str(key))
+    controller.json(
+        "fixes", "sign", str(tmp_path / "catalogue"), "--key", str(key), "--out", str(signed)
+    )
+    controller.json("fixes", "publish", str(signed), "--replace-key")
+    controller.cli("agent-config", "--out", str(tmp_path / "agent.toml"))
+    fix_key = tomllib.loads((tmp_path / "agent.toml").read_text())["fix_key"]
+    # the admin's edit of the conffile: the key, and the helper's socket in a test directory
+    sock = public_tmp / "root.sock"
+    config = root / CONFIG
+    text = config.read_text()
+    assert 'root_helper = "/run/helpline-agent-root.sock"' in text
+    config.write_text(
+        text.replace("/run/helpline-agent-root.sock", str(sock)) + f'fix_key = "{fix_key}"\n'
+    )
+
+    helper_log = tmp_path / "helper.log"
+    helper = processes.start(
+        [
+            str(root / ROOT_LAUNCHER),
+            "--config",
+            str(config),
+            "--allow-user",
+            str(uid),
+            "--socket-group",
+            str(gid),
+            "--state",
+            str(tmp_path / "helper-state"),
+            "--listen",
+            str(sock),
+        ],
+        helper_log,
+        {"PATH": PATH},
+    )
+    _wait_for(sock, helper, helper_log)
+    st = sock.stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o660, 0, gid)
+    # anyone but the agent's user and group is kept out by the socket's mode
+    knock = "import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])"
+    as_nobody = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+    nobody = run([*as_nobody, "/usr/bin/python3", "-c", knock, str(sock)])
+    assert nobody.returncode != 0
+    assert "PermissionError" in nobody.stderr
+
+    tech = _login(controller, tmp_path, "rosa", "L3")
+    ticket = controller.open_ticket()
+    join = ["join", controller.issue_code(ticket), "--yes", "--allow", "test.whoami"]
+    agent = processes.start(
+        [str(root / LAUNCHER), *join],
+        tmp_path / "agent.log",
+        installed_env(root),
+    )
+    controller.connected_session(ticket)
+    assert os.stat(f"/proc/{agent.pid}").st_uid == uid
+
+    ran = controller.cli("fix", ticket, "test.whoami", "--json", check=False, env=tech)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    result = json.loads(ran.stdout)
+    assert result["status"] == "succeeded"
+    assert result["stdout"].strip() == "euid 0"  # the agent is uid {uid}; the fix ran as root
+    assert result["privileged"] == "root helper"
+    assert result["consent"] == "preapproved"
+    assert "running test.whoami" in helper_log.read_text()
+    assert f"uid {uid}" in helper_log.read_text()
+
+    # without the helper, the fix is refused, said so, and audited
+    helper.terminate()
+    helper.wait(scaled(10))
+    sock.unlink(missing_ok=True)
+    refused = controller.cli("fix", ticket, "test.whoami", "--json", check=False, env=tech)
+    assert refused.returncode == 4, refused.stdout + refused.stderr
+    assert json.loads(refused.stdout)["code"] == "root_helper_unavailable"
+    audited = controller.json("audit", "log", "--type", "fix.refused", "--ticket", ticket)
+    assert audited[-1]["details"]["code"] == "root_helper_unavailable"
+
+    leave_installed(root, agent)
+    assert dpkg(root, "-P", "helpline-agent").returncode == 0
