@@ -53,7 +53,8 @@ def emit(data: Any, as_json: bool, render: Callable[[Any], None]) -> None:
 
 def fail(code: str, message: str) -> NoReturn:
     """Print an error to stderr and exit with the code's documented status."""
-    stderr.print(f"[bold red]error:[/] {message}", highlight=False)
+    # one line, never wrapped at a guessed width: errors are copied, grepped and logged
+    stderr.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     if code == "internal":
         stderr.print("[dim]set HELPLINE_DEBUG=1 for a traceback[/]")
     raise SystemExit(EXIT_CODES.get(code, 1))
