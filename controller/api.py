@@ -296,6 +296,13 @@ class Api:
 
     async def code_issue(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
         ticket = await self._ticket(params)
+        if ticket.state == "closed":
+            # a session would put work on a ticket whose record (and KPIs) are final
+            raise ApiError(
+                "conflict",
+                f"T-{ticket.id} is closed and closed tickets are final: open a new ticket "
+                f"with `--link follows:T-{ticket.id}` and issue the code for that one",
+            )
         seconds = params.get("seconds", 600)
         if not isinstance(seconds, int) or not 1 <= seconds <= 86_400:
             raise ApiError("bad_request", "a code lives from 1 second to 24 hours")

@@ -66,6 +66,8 @@ def test_a_ticket_through_its_life_from_the_cli(controller: Controller, tmp_path
     assert controller.json("ticket", "close", t)["state"] == "closed"
     bad = controller.cli("ticket", "reopen", t, "--reason", "again", check=False)
     assert bad.returncode == 8 and "closed tickets are final" in _err(bad)
+    bad = controller.cli("code", t, check=False)  # no new session on a final record
+    assert bad.returncode == 8 and f"--link follows:{t}" in _err(bad)
     follow = controller.json(
         "ticket",
         "open",
