@@ -90,12 +90,17 @@ def _run(
         _fail(str(exc))
     home = _home(home_option)
     assert isinstance(home, AgentHome)
-    running = home.read_pid()
-    if running is not None and running != os.getpid():
-        # A second agent on the same state would fight the first for the session link.
+    # A second agent on the same state would fight the first for the session link; the
+    # lock closes the race between two that start at once, the pid names the one running.
+    try:
+        locked = home.lock()
+    except StateError as exc:
+        _fail(str(exc))
+    if not locked:
+        running = home.read_pid()
         _fail(
-            f"an agent (pid {running}) is already running from {home.path}; end it first "
-            f"with `helpline-agent leave` (if pid {running} is no agent, delete {home.pid_path})"
+            f"an agent (pid {running or 'unknown'}) is already running from {home.path}; "
+            "end it first with `helpline-agent leave`"
         )
 
     async def consent(request: ConsentRequest) -> bool:

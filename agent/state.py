@@ -12,6 +12,7 @@ Layout::
                                 PKCS8 key is read too), never leaves the machine
     <home>/session.json         what the agent needs to resume without a new code
     <home>/agent.pid            the running agent, for ``helpline-agent leave``
+    <home>/agent.lock           held (flock) by the running agent: one agent per state
     <home>/outbox/<id>.json     replies not yet acknowledged by the controller
 """
 
@@ -35,6 +36,7 @@ KEY_FILE: Final = "agent.key"
 KEY_PREFIX: Final = b"ed25519:"
 SESSION_FILE: Final = "session.json"
 PID_FILE: Final = "agent.pid"
+LOCK_FILE: Final = "agent.lock"
 OUTBOX_DIR: Final = "outbox"
 
 _REQUEST_ID: Final = re.compile(r"[0-9a-zA-Z_-]{1,64}")
@@ -51,6 +53,7 @@ class AgentHome:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._lock_fd: int | None = None
 
     @classmethod
     def default(cls) -> AgentHome:
@@ -246,6 +249,35 @@ class AgentHome:
                 f"A-Z, a-z, 0-9, '_' or '-'"
             )
         return self.outbox_path / f"{request_id}.json"
+
+    # -- one agent per state directory ------------------------------------------------
+
+    def lock(self) -> bool:
+        """Take the state directory's lock for the rest of this process's life.
+
+        False if another agent holds it. The kernel drops the lock when the process
+        ends, however it ends, so there is nothing stale to clean up. Where there is no
+        ``flock`` (Windows) the pid file is the only guard.
+        """
+        if self._lock_fd is not None:
+            return True
+        try:
+            import fcntl
+        except ImportError:
+            return True
+        self.ensure()
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(self.path / LOCK_FILE, flags, 0o600)
+        except OSError as exc:
+            raise StateError(f"cannot open {self.path / LOCK_FILE}: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._lock_fd = fd
+        return True
 
     # -- pid file ----------------------------------------------------------------------
 

@@ -248,3 +248,11 @@ def test_clear_pid_leaves_another_running_agent_alone(home: AgentHome) -> None:
     home.pid_path.write_text(f"{other}\n")
     home.clear_pid()
     assert home.read_pid() == other
+
+
+def test_one_agent_per_state_directory(tmp_path: Path) -> None:
+    first, second = AgentHome(tmp_path / "state"), AgentHome(tmp_path / "state")
+    assert first.lock() is True
+    assert first.lock() is True  # taking it again in the same agent is a no-op
+    assert second.lock() is False  # flock: a second open of the file is refused
+    assert ((tmp_path / "state" / "agent.lock").stat().st_mode & 0o777) == 0o600

@@ -50,6 +50,21 @@ def test_expired_code_is_refused(controller: Controller) -> None:
     assert controller.json("sessions", "--all") == []
 
 
+def test_a_second_agent_on_the_same_state_is_refused(controller: Controller) -> None:
+    ticket, other = controller.open_ticket(), controller.open_ticket()
+    first = controller.start_agent(controller.issue_code(ticket), name="shared")
+    controller.connected_session(ticket)
+    code = controller.issue_code(other)
+    second = controller.start_agent(code, name="shared")  # the same state directory
+    assert second.wait() == 2
+    assert "is already running from" in second.output()
+    assert first.process.poll() is None
+    controller.connected_session(ticket)
+    # refused before it dialled: the code was not spent and still works elsewhere
+    controller.start_agent(code, name="elsewhere")
+    controller.connected_session(other)
+
+
 def test_reused_code_is_refused(controller: Controller) -> None:
     ticket = controller.open_ticket()
     code = controller.issue_code(ticket)
