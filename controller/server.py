@@ -207,6 +207,9 @@ class Controller:
         link: AgentLink | None = None
         pending_join: dict[str, Any] = {}
         source = self.source(connection)
+        # One server serves both endpoints with the API's larger limit; an agent's frames
+        # are held to theirs by websockets itself, before a byte past it is buffered.
+        connection.protocol.max_message_size = codec.AGENT_MAX_FRAME
         try:
             await send_all(connection, machine.data_to_send())
             async for frame in connection:
@@ -255,8 +258,17 @@ class Controller:
                 if machine.finished:
                     await connection.close()
                     return
-        except ConnectionClosed:
-            pass
+        except ConnectionClosed as exc:
+            if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
+                await self.audit(
+                    "protocol.error",
+                    source=source,
+                    details={
+                        "endpoint": "agent",
+                        "code": "frame_too_large",
+                        "reason": f"a frame over {codec.AGENT_MAX_FRAME} bytes",
+                    },
+                )
         finally:
             if link is not None and self.unregister(link):
                 link.drop()
