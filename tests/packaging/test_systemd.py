@@ -37,8 +37,17 @@ command = ["{python}", "-c", "import os; print('euid', os.geteuid())"]
 timeout = 30
 needs_root = true
 """
+ESCAPE = """\
+id = "test.escape"
+title = "Leave something behind"
+description = "Starts a process in a session of its own, which outlives the fix's group."
+command = ["{python}", "-c", "import subprocess as s; print(s.Popen(['sleep', '613'], \
+start_new_session=True, stdout=s.DEVNULL, stderr=s.DEVNULL).pid)"]
+timeout = 30
+needs_root = true
+"""
 #: a service resumed by systemd has no one at a terminal: these run without asking
-UNATTENDED = ("test.whoami", "service.reset_failed", "disk.vacuum_journal")
+UNATTENDED = ("test.whoami", "test.escape", "service.reset_failed", "disk.vacuum_journal")
 STATE = "/var/lib/helpline-agent"
 SOCKET = "/run/helpline-agent-root.sock"
 
@@ -55,6 +64,8 @@ def debs(controller: Controller, tmp_path_factory: pytest.TempPathFactory) -> It
     shutil.copytree(builtin_dir(), catalogue)
     (catalogue / "test.whoami").mkdir()
     (catalogue / "test.whoami/fix.toml").write_text(WHOAMI)
+    (catalogue / "test.escape").mkdir()
+    (catalogue / "test.escape/fix.toml").write_text(ESCAPE)
     controller.json("fixes", "keygen", "--out", str(tmp / "fixkey"))
     controller.json(
         "fixes", "sign", str(catalogue), "--key", str(tmp / "fixkey"), "--out", str(tmp / "b.json")
@@ -162,6 +173,13 @@ def test_the_deb_under_systemd_from_install_to_purge(
     journal = ok(machine.run("journalctl", "-u", "helpline-agent-root@*", "-o", "cat"))
     assert "running test.whoami" in journal
     assert f"uid {uid}" in journal
+
+    # a root fix's descendant that left its process group (setsid) still goes: it is in
+    # the helper's unit, whose cgroup systemd empties when the helper exits
+    escaped = fix(controller, tech, ticket, "test.escape")
+    assert escaped["status"] == "succeeded"
+    assert escaped["stdout"].strip().isdigit()  # it was started
+    machine.wait_for("sh", "-c", "pgrep -f 'sleep 613' || echo gone", expect="gone")
 
     # real root fixes on the real service manager and journal
     machine.run("systemd-run", "--unit=helpline-broken", "--property=Type=oneshot", "false")
