@@ -164,6 +164,25 @@ class AgentRunner:
         if rating is not None and machine.state is AgentState.LIVE:
             machine.rate(rating)
 
+    async def _rate_after_end(self, machine: AgentSession) -> None:
+        """The controller ended the session and invited a rating: ask, answer, close.
+
+        Without a terminal (the service, ``--yes``) nobody is asked and the agent closes
+        at once with ``end``.
+        """
+        from websockets.exceptions import ConnectionClosed
+
+        rating = await self.rate() if self.rate is not None else None
+        if machine.state is AgentState.RATING:
+            if rating is not None:
+                machine.rate(rating)
+            else:
+                machine.end("no rating")
+        with contextlib.suppress(ConnectionClosed, OSError):
+            await self._flush()
+            if self.ws is not None:
+                await self.ws.close()
+
     async def _reconnect_loop(self) -> None:
         """Reconnect with exponential backoff and full jitter until the session ends."""
         from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
@@ -323,6 +342,14 @@ class AgentRunner:
             raise Outcome(EXIT_REFUSED, f"the controller refused: {event.message}")
         elif isinstance(event, Ended):
             self.home.clear_session()
+            # consent ends with the session: nothing the customer allowed runs on while
+            # they are asked for a rating
+            for task in self._tasks:
+                task.cancel()
+            if event.rating_invited:
+                self.say(f"session ended: {event.reason}")
+                await self._rate_after_end(self.machine)
+                raise Outcome(EXIT_OK, "goodbye")
             raise Outcome(EXIT_OK, f"session ended: {event.reason}")
 
     async def _on_live(self, started: SessionStarted) -> None:

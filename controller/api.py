@@ -332,6 +332,40 @@ class Api:
         sessions = await self.store.list_sessions(live_only=not params.get("all", False))
         return [session_json(s, s.id in self.controller.links) for s in sessions]
 
+    async def session_end(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
+        """End every open session on a ticket: the work is done, or consent should stop.
+
+        A connected agent is told at once and its customer may rate the session; a
+        session whose agent is offline is ended in the store, so it can never resume.
+        """
+        ticket = await self._ticket(params)
+        reason = params.get("reason") or f"ended by {caller.user.name}"
+        if not isinstance(reason, str) or len(reason) > 200:
+            raise ApiError("bad_request", "a reason is text of at most 200 characters")
+        ended: list[dict[str, Any]] = []
+        for link in [x for x in self.controller.links.values() if x.ticket_id == ticket.id]:
+            await self.controller.finish_session(link, reason, by=caller.user.name)
+            ended.append({"session": link.session_id, "connected": True})
+        done = {entry["session"] for entry in ended}
+        for session in await self.store.list_sessions(live_only=True):
+            if session.ticket_id != ticket.id or session.id in done:
+                continue
+            await self.store.end_session(session.id, reason, utcnow())
+            await self.controller.audit(
+                "session.ended",
+                actor=caller.user.name,
+                role=caller.user.role,
+                source=caller.source,
+                session_id=session.id,
+                ticket_id=ticket.id,
+                agent_id=session.agent_id,
+                details={"reason": reason, "connected": False},
+            )
+            ended.append({"session": session.id, "connected": False})
+        if not ended:
+            raise ApiError("not_found", f"T-{ticket.id} has no open session")
+        return {"ticket": f"T-{ticket.id}", "reason": reason, "ended": ended}
+
     async def agent_ping(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
         # the hot path: no query unless there is no agent to ask
         ticket_id = parse_ticket_id(params.get("ticket"))
@@ -554,6 +588,7 @@ METHODS: dict[str, tuple[Handler, tuple[str, ...]]] = {
     "code.issue": (Api.code_issue, _WORK),
     "sessions.list": (Api.sessions_list, _ALL),
     "agent.ping": (Api.agent_ping, _WORK),
+    "session.end": (Api.session_end, _WORK),
     "user.add": (Api.user_add, _ADMIN),
     "user.list": (Api.user_list, _AUDIT),
     "audit.list": (Api.audit_list, _AUDIT),

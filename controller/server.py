@@ -47,6 +47,7 @@ from protocol.messages import (
 from protocol.session import (
     ConsentDecided,
     ControllerSession,
+    ControllerState,
     JoinRequested,
     OutputReceived,
     RatingReceived,
@@ -57,6 +58,9 @@ from protocol.session import (
 log = logging.getLogger("helpline.controller")
 
 HEARTBEAT_SECONDS = float(os.environ.get("HELPLINE_HEARTBEAT", "20"))
+#: after we end a session (technician, expiry) the customer may still rate it this long;
+#: longer than the agent's two rating questions (HELPLINE_RATING_TIMEOUT, 60 s each)
+RATING_WINDOW_SECONDS = float(os.environ.get("HELPLINE_RATING_WINDOW", "150"))
 
 
 def utcnow() -> datetime:
@@ -149,6 +153,8 @@ class Controller:
         #: the most recently connected link per ticket: API calls find agents without a query
         self.by_ticket: dict[int, AgentLink] = {}
         self.api_connections: set[ServerConnection] = set()
+        #: connections of ended sessions, closed when their rating window is over
+        self._closing: set[asyncio.Task[None]] = set()
         from controller.api import Api
 
         self.api = Api(self)
@@ -535,17 +541,35 @@ class Controller:
             details={"reason": reason},
         )
 
+    async def finish_session(self, link: AgentLink, reason: str, *, by: str) -> None:
+        """End a live session from our side (a technician, the grant running out).
+
+        The session is over at once: no request reaches the agent any more. The agent is
+        told with ``end(rate=true)`` and the connection stays open for the customer's
+        rating (or the agent's ``end``) for up to :data:`RATING_WINDOW_SECONDS`.
+        """
+        if link.machine.state is ControllerState.LIVE:
+            link.machine.end_inviting_rating(reason)
+            with contextlib.suppress(ConnectionClosed):
+                await link.flush()
+        task = asyncio.create_task(self._close_after(link.connection, RATING_WINDOW_SECONDS))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+        await self.end_session(link, reason, by=by)
+
+    @staticmethod
+    async def _close_after(connection: ServerConnection, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(connection.wait_closed(), seconds)
+        await connection.close(CloseCode.NORMAL_CLOSURE, "session ended")
+
     async def expire_grants(self) -> None:
         """End sessions whose grant ran out; runs for the life of the server."""
         while True:
             await asyncio.sleep(1.0)
             now = utcnow()
             for link in [link for link in self.links.values() if link.expires_at <= now]:
-                link.machine.end("grant expired")
-                with contextlib.suppress(ConnectionClosed):
-                    await link.flush()
-                    await link.connection.close()
-                await self.end_session(link, "grant expired", by="controller")
+                await self.finish_session(link, "grant expired", by="controller")
 
     def register(self, link: AgentLink) -> None:
         """Index a link that just went live."""

@@ -34,10 +34,12 @@ class Refused:
 
 @dataclass(frozen=True)
 class Ended:
-    """The session ended; ``by_peer`` tells who ended it."""
+    """The session ended; ``by_peer`` tells who ended it. ``rating_invited``: the peer
+    waits for one rating (or our ``end``) before it closes."""
 
     reason: str
     by_peer: bool
+    rating_invited: bool = False
 
 
 class Machine(Generic[S]):
@@ -46,6 +48,8 @@ class Machine(Generic[S]):
     _TABLE: ClassVar[dict[tuple[Any, str], str]]
     _ENDED: ClassVar[Any]
     _FAILED: ClassVar[Any]
+    #: the state after an ``end`` that invites a rating (None: the machine has no such state)
+    _RATING: ClassVar[Any] = None
 
     def __init__(self, state: S) -> None:
         self.state: S = state
@@ -71,8 +75,9 @@ class Machine(Generic[S]):
             self.state = self._FAILED
             return [Refused(message.code, message.message)]
         if isinstance(message, End):
-            self.state = self._ENDED
-            return [Ended(message.reason, by_peer=True)]
+            invited = message.rate and self._RATING is not None
+            self.state = self._RATING if invited else self._ENDED
+            return [Ended(message.reason, by_peer=True, rating_invited=invited)]
         handler_name = self._TABLE.get((self.state, message.type))
         try:
             if handler_name is None:

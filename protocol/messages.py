@@ -67,6 +67,8 @@ class End(_Message):
 
     type: Literal["end"] = "end"
     reason: str = Field(max_length=200)
+    #: controller → agent: the customer may rate the session before the agent closes
+    rate: bool = False
 
 
 # -- agent channel ----------------------------------------------------------------------

@@ -13,9 +13,14 @@
       │            ◄── ack                      │
       │ rating ──►  (the customer leaves)       │
       │ end ──►  or  ◄── end                    │  ENDED
+      │                                         │
+      │            ◄── end(rate=true)           │  RATING  (technician ended it, or
+      │ rating ──►  or  end ──►                 │  ENDED    the grant expired)
 
 A reconnect replaces ``join`` + consent with ``resume(session_id, key, sig)``. Either side
-may send ``error`` (and fail) or ``end`` at any point.
+may send ``error`` (and fail) or ``end`` at any point. After ``end(rate=true)`` the
+controller still takes one ``rating`` (or the agent's ``end``), and results already in
+flight, for a short window; then it closes.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from protocol.messages import (
     ConsentAnswer,
     ConsentRequest,
     DiagRequest,
+    End,
     FixOutput,
     FixProposal,
     Hello,
@@ -134,6 +140,8 @@ class AgentState(enum.Enum):
     ASKING_CUSTOMER = "asking_customer"
     AWAIT_SESSION = "await_session"
     LIVE = "live"
+    #: the controller ended the session and invited a rating
+    RATING = "rating"
     ENDED = "ended"
     FAILED = "failed"
 
@@ -150,9 +158,12 @@ class AgentSession(Machine[AgentState]):
         (AgentState.LIVE, "diag_request"): "_on_request",
         (AgentState.LIVE, "fix_proposal"): "_on_request",
         (AgentState.LIVE, "ack"): "_on_ack",
+        # a result sent just before the controller's end is still acknowledged
+        (AgentState.RATING, "ack"): "_on_ack",
     }
     _ENDED = AgentState.ENDED
     _FAILED = AgentState.FAILED
+    _RATING = AgentState.RATING
 
     def __init__(
         self,
@@ -237,9 +248,12 @@ class AgentSession(Machine[AgentState]):
         self._send([output])
 
     def rate(self, rating: Rating) -> None:
-        """Queue the customer's rating; send it before :meth:`end` when they leave."""
-        self._expect(AgentState.LIVE)
+        """Queue the customer's rating: before :meth:`end` when they leave, or as the
+        answer to an ``end`` that invited one (which ends the session here too)."""
+        self._expect(AgentState.LIVE, AgentState.RATING)
         self._send([rating])
+        if self.state is AgentState.RATING:
+            self.state = AgentState.ENDED
 
 
 # -- controller side --------------------------------------------------------------------
@@ -251,6 +265,8 @@ class ControllerState(enum.Enum):
     AWAIT_CONSENT = "await_consent"
     DECIDING = "deciding"
     LIVE = "live"
+    #: we ended the session and wait briefly for the customer's rating
+    RATING = "rating"
     ENDED = "ended"
     FAILED = "failed"
 
@@ -265,6 +281,10 @@ class ControllerSession(Machine[ControllerState]):
         (ControllerState.LIVE, "result"): "_on_result",
         (ControllerState.LIVE, "fix_output"): "_on_output",
         (ControllerState.LIVE, "rating"): "_on_rating",
+        # after end(rate=true): the rating, and results that crossed the end on the wire
+        (ControllerState.RATING, "rating"): "_on_final_rating",
+        (ControllerState.RATING, "result"): "_on_result",
+        (ControllerState.RATING, "fix_output"): "_on_output",
     }
     _ENDED = ControllerState.ENDED
     _FAILED = ControllerState.FAILED
@@ -343,6 +363,16 @@ class ControllerSession(Machine[ControllerState]):
         assert isinstance(message, Rating)
         return [RatingReceived(message)]
 
+    def _on_final_rating(self, message: Message) -> list[object]:
+        self.state = ControllerState.ENDED
+        return self._on_rating(message)
+
+    def end_inviting_rating(self, reason: str) -> None:
+        """End the live session from our side and wait for the customer's rating."""
+        self._expect(ControllerState.LIVE)
+        self._send([End(reason=reason, rate=True)])
+        self.state = ControllerState.RATING
+
     def _on_result(self, message: Message) -> list[object]:
         assert isinstance(message, Result)
         if not message.reply_to:
@@ -351,7 +381,7 @@ class ControllerSession(Machine[ControllerState]):
 
     def ack(self, request_id: str) -> None:
         """Tell the agent a result is stored and may leave its outbox."""
-        self._expect(ControllerState.LIVE)
+        self._expect(ControllerState.LIVE, ControllerState.RATING)
         self._send([Ack(request_id=request_id)])
 
 

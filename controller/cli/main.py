@@ -226,6 +226,28 @@ def sessions(
     )
 
 
+@app.command("end-session")
+def end_session(
+    ticket: TicketArg,
+    reason: Annotated[
+        str | None, typer.Option(help="Why; the customer sees it. Default: ended by you.")
+    ] = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """End the ticket's open sessions; a customer at the agent may then rate it."""
+    params: dict[str, Any] = {"ticket": ticket}
+    if reason is not None:
+        params["reason"] = reason
+    emit(
+        run_client(home, lambda c: c.call("session.end", params)),
+        as_json,
+        lambda d: stdout.print(
+            f"ended {len(d['ended'])} session(s) on {d['ticket']}: {d['reason']}", highlight=False
+        ),
+    )
+
+
 @app.command()
 def ping(ticket: TicketArg, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Round-trip a trivial request to the ticket's agent."""

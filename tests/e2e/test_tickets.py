@@ -10,6 +10,7 @@ import pty
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +205,63 @@ def test_webhooks_reach_a_helpdesk_that_was_down(make_controller: ControllerFact
 
 def _read_until(path: Path, text: str, seconds: float = 20) -> None:
     wait_until(lambda: text in path.read_text(), seconds, f"{text!r} in {path.name}")
+
+
+def test_the_customer_rates_after_the_technician_ends_the_session(
+    controller: Controller,
+) -> None:
+    ticket = controller.open_ticket()
+    master, slave = pty.openpty()  # the customer's terminal
+    try:
+        agent = controller.start_agent(controller.issue_code(ticket), yes=False, stdin=slave)
+        _read_until(agent.log, "Allow? [y/N]")
+        os.write(master, b"y\n")
+        session = controller.connected_session(ticket)
+        ended = controller.json("end-session", ticket, "--reason", "printer works again")
+        assert ended["ended"] == [{"session": session["id"], "connected": True}]
+        # the session is over at once, before the customer answers
+        assert controller.cli("ping", ticket, check=False).returncode == 7
+        _read_until(agent.log, "session ended: printer works again")
+        _read_until(agent.log, "Rate the support from 1 (poor) to 5 (great)")
+        os.write(master, b"5\n")
+        _read_until(agent.log, "Anything to add?")
+        os.write(master, b"\n")
+        assert agent.wait() == 0
+    finally:
+        os.close(master)
+        os.close(slave)
+    shown = controller.json("ticket", "show", ticket)
+    assert [(r["score"], r["comment"]) for r in shown["ratings"]] == [(5, None)]
+    [audited] = controller.json("audit", "log", "--type", "session.ended", "--ticket", ticket)
+    assert (audited["actor"], audited["details"]["reason"]) == ("admin", "printer works again")
+    assert not [s for s in controller.json("sessions") if s["ticket"] == ticket]
+
+    # unattended, nobody is asked and the agent goes at once; an offline session is ended
+    # in the store so that it can never resume
+    quiet = controller.start_agent(controller.issue_code(ticket), name="quiet")
+    controller.connected_session(ticket)
+    controller.json("end-session", ticket)
+    assert quiet.wait() == 0
+    assert "Rate the support" not in quiet.output()
+    offline = controller.start_agent(controller.issue_code(ticket), name="offline")
+    controller.connected_session(ticket)
+    offline.process.kill()
+    offline.wait()
+    wait_until(
+        lambda: not any(s["connected"] for s in controller.json("sessions")),
+        20,
+        "the killed agent to drop",
+    )
+    assert controller.json("end-session", ticket)["ended"][0]["connected"] is False
+    resumed = subprocess.run(
+        [sys.executable, "-m", "agent", "resume", "--config", str(controller.agent_config()),
+         "--home", str(offline.home)],
+        env=controller.env, capture_output=True, text=True, timeout=scaled(30),
+    )  # fmt: skip
+    assert resumed.returncode == 4, resumed.stdout + resumed.stderr
+    nothing = controller.cli("end-session", ticket, check=False)
+    assert nothing.returncode == 3 and "has no open session" in _err(nothing)
+    assert len(controller.json("ticket", "show", ticket)["ratings"]) == 1
 
 
 def test_the_customer_rates_the_session_when_leaving(controller: Controller) -> None:

@@ -25,6 +25,7 @@ from protocol.messages import (
     Join,
     Message,
     Ping,
+    Rating,
     Resume,
 )
 from protocol.session import (
@@ -36,6 +37,7 @@ from protocol.session import (
     ControllerSession,
     ControllerState,
     JoinRequested,
+    RatingReceived,
     RequestReceived,
     ResultReceived,
     ResumeRequested,
@@ -97,6 +99,7 @@ def agent_in(state: AgentState) -> AgentSession:
         lambda: agent.receive(consent_request()),
         lambda: agent.answer_consent(True),
         lambda: agent.receive(session_started()),
+        lambda: agent.receive(End(reason="the technician is done", rate=True)),
     ]
     order = list(AgentState)
     for step in steps[: order.index(state)]:
@@ -120,6 +123,7 @@ def controller_in(state: ControllerState) -> ControllerSession:
         lambda: controller.ask_consent(consent_request()),
         lambda: controller.receive(ConsentAnswer(granted=True)),
         lambda: controller.start(session_started()),
+        lambda: controller.end_inviting_rating("the technician is done"),
     ]
     order = list(ControllerState)
     for step in steps[: order.index(state)]:
@@ -560,11 +564,12 @@ def test_a_local_failure_reaches_the_peer_with_its_code() -> None:
 AGENT_MISUSE = [
     pytest.param(state, name, call, id=f"{name}-{state.name}")
     for name, call, allowed in [
-        ("answer_consent", lambda a: a.answer_consent(True), AgentState.ASKING_CUSTOMER),
-        ("reply", lambda a: a.reply(result_for("p1")), AgentState.LIVE),
+        ("answer_consent", lambda a: a.answer_consent(True), {AgentState.ASKING_CUSTOMER}),
+        ("reply", lambda a: a.reply(result_for("p1")), {AgentState.LIVE}),
+        ("rate", lambda a: a.rate(Rating(score=5)), {AgentState.LIVE, AgentState.RATING}),
     ]
     for state in AgentState
-    if state is not allowed
+    if state not in allowed
 ]
 
 
@@ -603,7 +608,7 @@ CONTROLLER_MISUSE = [
             {ControllerState.CHECKING, ControllerState.DECIDING},
         ),
         ("send_request", lambda c: c.send_request(Ping()), {ControllerState.LIVE}),
-        ("ack", lambda c: c.ack("p1"), {ControllerState.LIVE}),
+        ("ack", lambda c: c.ack("p1"), {ControllerState.LIVE, ControllerState.RATING}),
     ]
     for state in ControllerState
     if state not in allowed
@@ -656,3 +661,60 @@ def test_acks_name_the_request() -> None:
     [event] = wire.deliver(controller, agent)
     assert event == Acknowledged("p-42")
     assert agent.state is AgentState.LIVE
+
+
+# -- a rating after the controller ends the session ------------------------------------
+
+
+def test_an_end_inviting_a_rating_waits_for_it_on_both_sides() -> None:
+    controller = controller_in(ControllerState.LIVE)
+    agent = agent_in(AgentState.LIVE)
+    controller.end_inviting_rating("the technician is done")
+    [end] = controller.data_to_send()
+    assert isinstance(end, End) and end.rate is True
+    assert controller.state is ControllerState.RATING and not controller.finished
+
+    [ended] = agent.receive(end)
+    assert isinstance(ended, Ended) and ended.rating_invited and ended.by_peer
+    assert agent.state is AgentState.RATING and not agent.finished
+    with pytest.raises(LocalProtocolError):
+        agent.reply(result_for("p1"))  # the session is over: nothing more is served
+    agent.rate(Rating(score=4, comment="quick"))
+    assert agent.finished
+    [rating] = agent.data_to_send()
+
+    [received] = controller.receive(rating)
+    assert isinstance(received, RatingReceived) and received.rating.score == 4
+    assert controller.state is ControllerState.ENDED
+
+
+def test_a_customer_who_does_not_rate_ends_it_with_end() -> None:
+    controller = controller_in(ControllerState.RATING)
+    agent = agent_in(AgentState.RATING)
+    agent.end("no rating")
+    [end] = agent.data_to_send()
+    assert isinstance(end, End) and end.rate is False
+    [ended] = controller.receive(end)
+    assert isinstance(ended, Ended) and not ended.rating_invited
+    assert controller.state is ControllerState.ENDED
+
+
+def test_a_result_that_crossed_the_end_is_still_taken() -> None:
+    controller = controller_in(ControllerState.RATING)
+    agent = agent_in(AgentState.RATING)
+    [received] = controller.receive(result_for("p1"))
+    assert isinstance(received, ResultReceived)
+    assert controller.state is ControllerState.RATING
+    controller.ack("p1")  # stored: the agent may drop it from its outbox
+    [ack] = controller.data_to_send()
+    assert agent.receive(ack) == [Acknowledged("p1")]
+    with pytest.raises(RemoteProtocolError):
+        controller.receive(Ping())  # but nothing else
+
+
+def test_an_agent_cannot_invite_the_controller_to_wait() -> None:
+    """rate=true means something only from the controller: the controller just ends."""
+    controller = controller_in(ControllerState.LIVE)
+    [ended] = controller.receive(End(reason="bye", rate=True))
+    assert isinstance(ended, Ended) and not ended.rating_invited
+    assert controller.state is ControllerState.ENDED
