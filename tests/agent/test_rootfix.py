@@ -222,19 +222,20 @@ def test_hanging_up_kills_the_running_fix(tmp_path: Path) -> None:
     assert not _alive(asyncio.run(scenario()))
 
 
-def test_no_helper_listening_is_a_clear_refusal(tmp_path: Path) -> None:
-    async def scenario() -> None:
-        await rootfix.run_as_root(
-            str(tmp_path / "absent.sock"),
-            proposal("test.whoami", signed=SIGNED),
-            consent="customer",
-            values={},
-            notes={},
-            emit=Output().emit,
-        )
+async def _whoami_via(path: str) -> dict[str, Any]:
+    return await rootfix.run_as_root(
+        path,
+        proposal("test.whoami", signed=SIGNED),
+        consent="customer",
+        values={},
+        notes={},
+        emit=Output().emit,
+    )
 
+
+def test_no_helper_listening_is_a_clear_refusal(tmp_path: Path) -> None:
     with pytest.raises(fixes.Refused) as info:
-        asyncio.run(scenario())
+        asyncio.run(_whoami_via(str(tmp_path / "absent.sock")))
     assert info.value.code == "root_helper_unavailable"
     assert "systemctl enable --now helpline-agent-root.socket" in info.value.message
 
@@ -248,14 +249,7 @@ def test_a_helper_that_hangs_up_without_an_answer_is_a_refusal(tmp_path: Path) -
 
         server = await asyncio.start_unix_server(mute, path=path)
         async with server:
-            await rootfix.run_as_root(
-                path,
-                proposal("test.whoami", signed=SIGNED),
-                consent="customer",
-                values={},
-                notes={},
-                emit=Output().emit,
-            )
+            await _whoami_via(path)
 
     with pytest.raises(fixes.Refused) as info:
         asyncio.run(scenario())

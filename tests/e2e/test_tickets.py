@@ -16,7 +16,7 @@ from typing import Any
 
 from controller.tickets import webhooks
 from tests.conftest import scaled
-from tests.e2e.conftest import Controller, ControllerFactory, wait_until
+from tests.e2e.conftest import Agent, Controller, ControllerFactory, wait_until
 from tests.e2e.test_audit import _as_user
 from tests.tickets.receiver import receiver
 
@@ -207,6 +207,15 @@ def _read_until(path: Path, text: str, seconds: float = 20) -> None:
     wait_until(lambda: text in path.read_text(), seconds, f"{text!r} in {path.name}")
 
 
+def _answer_rating(agent: Agent, terminal: int, score: bytes, comment: bytes) -> None:
+    """The customer at ``terminal`` answers the agent's two rating questions."""
+    _read_until(agent.log, "Rate the support from 1 (poor) to 5 (great)")
+    os.write(terminal, score + b"\n")
+    _read_until(agent.log, "Anything to add?")
+    os.write(terminal, comment + b"\n")
+    assert agent.wait() == 0
+
+
 def test_the_customer_rates_after_the_technician_ends_the_session(
     controller: Controller,
 ) -> None:
@@ -222,11 +231,7 @@ def test_the_customer_rates_after_the_technician_ends_the_session(
         # the session is over at once, before the customer answers
         assert controller.cli("ping", ticket, check=False).returncode == 7
         _read_until(agent.log, "session ended: printer works again")
-        _read_until(agent.log, "Rate the support from 1 (poor) to 5 (great)")
-        os.write(master, b"5\n")
-        _read_until(agent.log, "Anything to add?")
-        os.write(master, b"\n")
-        assert agent.wait() == 0
+        _answer_rating(agent, master, b"5", b"")
     finally:
         os.close(master)
         os.close(slave)
@@ -273,11 +278,7 @@ def test_the_customer_rates_the_session_when_leaving(controller: Controller) -> 
         os.write(master, b"y\n")
         controller.connected_session(ticket)
         agent.process.send_signal(signal.SIGINT)  # Ctrl-C: the customer leaves
-        _read_until(agent.log, "Rate the support from 1 (poor) to 5 (great)")
-        os.write(master, b"4\n")
-        _read_until(agent.log, "Anything to add?")
-        os.write(master, b"Schnell und freundlich\n")
-        assert agent.wait() == 0
+        _answer_rating(agent, master, b"4", b"Schnell und freundlich")
     finally:
         os.close(master)
         os.close(slave)

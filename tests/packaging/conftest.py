@@ -25,6 +25,15 @@ from tests.e2e.conftest import Controller, free_port
 from tests.services import REQUIRE_ENV, services_required
 
 DEBIAN = Path("/etc/debian_version").exists()
+#: a catalogue fix that needs root and shows whom it ran as (signed by the tests' key)
+WHOAMI_FIX = """\
+id = "test.whoami"
+title = "Who runs fixes"
+description = "Prints the user a fix that needs root runs as."
+command = ["{python}", "-c", "import os; print('euid', os.geteuid())"]
+timeout = 30
+needs_root = true
+"""
 
 
 def need_tool(name: str, why: str, *, required_here: bool = DEBIAN) -> str:

@@ -30,6 +30,7 @@ from tests.conftest import scaled
 from tests.e2e.conftest import Controller
 from tests.e2e.test_fixes import _login
 from tests.packaging.conftest import (
+    WHOAMI_FIX,
     Processes,
     need_root,
     need_tool,
@@ -439,15 +440,6 @@ def test_installing_without_root_is_refused(debs: list[dict[str, Any]], public_t
 
 # -- fixes that need root -----------------------------------------------------------------
 
-WHOAMI = """\
-id = "test.whoami"
-title = "Who runs fixes"
-description = "Prints the user a fix that needs root runs as."
-command = ["{python}", "-c", "import os; print('euid', os.geteuid())"]
-timeout = 30
-needs_root = true
-"""
-
 
 def _wait_for(path: Path, helper: subprocess.Popen[str], log: Path) -> None:
     for _ in range(200):  # bounded: 20 s
@@ -476,7 +468,7 @@ def test_a_fix_that_needs_root_runs_through_the_installed_root_helper(
 
     # a catalogue with one fix that needs root, signed and published on the controller
     (tmp_path / "catalogue/test.whoami").mkdir(parents=True)
-    (tmp_path / "catalogue/test.whoami/fix.toml").write_text(WHOAMI)
+    (tmp_path / "catalogue/test.whoami/fix.toml").write_text(WHOAMI_FIX)
     key, signed = tmp_path / "fixkey", tmp_path / "bundle.json"
     controller.json("fixes", "keygen", "--out", str(key))
     controller.json(

@@ -24,19 +24,18 @@ from controller.catalogue import builtin_dir
 from tests.conftest import scaled
 from tests.e2e.conftest import Controller, wait_until
 from tests.e2e.test_fixes import _login
-from tests.packaging.conftest import need_root, need_tool, package, public_dir, remove_tree
+from tests.packaging.conftest import (
+    WHOAMI_FIX,
+    need_root,
+    need_tool,
+    package,
+    public_dir,
+    remove_tree,
+)
 from tests.packaging.nspawn import Container, ContainerError, base_root
 
 pytestmark = pytest.mark.e2e
 
-WHOAMI = """\
-id = "test.whoami"
-title = "Who runs fixes"
-description = "Prints the user a fix that needs root runs as."
-command = ["{python}", "-c", "import os; print('euid', os.geteuid())"]
-timeout = 30
-needs_root = true
-"""
 ESCAPE = """\
 id = "test.escape"
 title = "Leave something behind"
@@ -63,7 +62,7 @@ def debs(controller: Controller, tmp_path_factory: pytest.TempPathFactory) -> It
     catalogue = tmp / "catalogue"
     shutil.copytree(builtin_dir(), catalogue)
     (catalogue / "test.whoami").mkdir()
-    (catalogue / "test.whoami/fix.toml").write_text(WHOAMI)
+    (catalogue / "test.whoami/fix.toml").write_text(WHOAMI_FIX)
     (catalogue / "test.escape").mkdir()
     (catalogue / "test.escape/fix.toml").write_text(ESCAPE)
     controller.json("fixes", "keygen", "--out", str(tmp / "fixkey"))
