@@ -428,7 +428,7 @@ class Controller:
         source: str,
     ) -> AgentLink | None:
         agent_id = signing.agent_id(event.public_key)
-        session = await self.store.get_session(event.session_id)
+        session, ticket = await self.store.get_session_and_ticket(event.session_id)
         now = utcnow()
         refusal: tuple[str, str] | None = None
         if session is None:
@@ -455,7 +455,6 @@ class Controller:
             )
             machine.refuse(*refusal)
             return None
-        ticket = await self.store.get_ticket(session.ticket_id)
         assert ticket is not None
         previous = self.links.get(session.id)
         if previous is not None:

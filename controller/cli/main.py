@@ -104,10 +104,15 @@ def serve(
     from controller.home import ControllerHome, HomeError, parse_listen
     from controller.server import run_server
 
+    debug = bool(os.environ.get("HELPLINE_DEBUG"))
     logging.basicConfig(
-        level=logging.DEBUG if os.environ.get("HELPLINE_DEBUG") else logging.INFO,
+        level=logging.DEBUG if debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not debug:
+        # "connection open/closed" for every agent: 60,000 lines when 10,000 reconnect;
+        # who connected, resumed and left is in the audit log already
+        logging.getLogger("websockets.server").setLevel(logging.WARNING)
     target = ControllerHome.resolve(home)
     try:
         asyncio.run(run_server(target, parse_listen(listen) if listen else None))

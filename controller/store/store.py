@@ -39,7 +39,7 @@ from controller.store.schema import (
     TicketRow,
     UserRow,
 )
-from controller.store.ticketstore import Ticket, TicketStore
+from controller.store.ticketstore import Ticket, TicketStore, _ticket
 
 MIGRATIONS: Final = Path(__file__).resolve().parent / "migrations"
 ROLES: Final = frozenset({"admin", "technician", "auditor"})
@@ -462,6 +462,22 @@ class Store(TicketStore):
         async with self._read() as s:
             row = await s.get(SessionRow, session_id)
             return None if row is None else _session(row)
+
+    async def get_session_and_ticket(
+        self, session_id: str
+    ) -> tuple[Session, Ticket] | tuple[None, None]:
+        """A session and its ticket in one query: the reconnect path, which an outage
+        makes run for every agent at once."""
+        query = (
+            select(SessionRow, TicketRow)
+            .join(TicketRow, TicketRow.id == SessionRow.ticket_id)
+            .where(SessionRow.id == session_id)
+        )
+        async with self._read() as s:
+            found = (await s.execute(query)).first()
+            if found is None:
+                return None, None
+            return _session(found[0]), _ticket(found[1])
 
     async def list_sessions(self, live_only: bool = True) -> list[Session]:
         """Sessions in creation order; only live ones unless told otherwise."""

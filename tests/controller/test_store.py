@@ -246,6 +246,14 @@ async def test_concurrent_first_sightings_of_an_agent_make_one_row(store: Store)
 # sessions
 
 
+async def test_a_reconnect_reads_its_session_and_ticket_in_one_query(store: Store) -> None:
+    session = await live_session(store, "S-7")
+    found, ticket_of = await store.get_session_and_ticket("S-7")
+    assert found == session
+    assert ticket_of is not None and ticket_of == await store.get_ticket(session.ticket_id)
+    assert await store.get_session_and_ticket("S-unknown") == (None, None)
+
+
 async def test_sessions_are_created_listed_and_ended_once(store: Store) -> None:
     session = await live_session(store, "S-1")
     assert (session.state, session.scopes, session.ended_at) == ("live", ("diagnostics",), None)
