@@ -31,6 +31,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/diag_snapshot.py
 	$(PY) bench/audit.py
 	$(PY) bench/tickets.py
+	$(PY) bench/idle_agents.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
