@@ -39,7 +39,7 @@ however the run ends. This benchmark runs no git command (the tree is not record
 ``--profile`` adds ``py-spy record`` of the controller while it idles with the top tier,
 and a second drop + resume pass under py-spy.
 
-The full run takes about 8 minutes on a 2-core machine, most of it in the 10,000 joins
+The full run takes about 9 minutes on a 2-core machine, most of it in the 10,000 joins
 (the controller takes about 40 a second; each is several durable SQLite transactions and
 audit events); ``--quick`` (100 and 300 agents) takes under a minute.
 
@@ -1410,7 +1410,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--resume-window", type=int, default=128, help="resumes in flight per client (128)"
     )
-    parser.add_argument("--idle-window", type=float, default=10.0, help="idle CPU window, s (10)")
+    parser.add_argument(
+        "--idle-window",
+        type=float,
+        default=HEARTBEAT_SECONDS,
+        help="idle CPU window, s (20: one heartbeat period, so every connection pings once)",
+    )
     parser.add_argument("--settle", type=float, default=2.0, help="quiet seconds before RSS (2)")
     parser.add_argument("--no-floor", action="store_true", help="skip the bare websockets floor")
     parser.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
