@@ -585,12 +585,30 @@ class Outcome:
     profiled: Storm | None = None
     profiles: dict[str, Any] = field(default_factory=dict)  # what -> roundtrip.Profile
     tickets_per_s: float = 0.0
+    others_percent: float = 0.0  # of one core, by processes not ours, over the run
     log_lines: int = 0
     sources: str = ""
     log_connection_lines: int = 0
     log_problems: list[str] = field(default_factory=list)
     tracebacks: list[list[str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+
+def machine_busy_seconds() -> float:
+    """CPU time all processes of the machine have used since boot (/proc/stat)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_busy_seconds() -> float:
+    """CPU time of this process, its waited-for children and its live descendants."""
+    mine = os.times()
+    total = mine.user + mine.system + mine.children_user + mine.children_system
+    for child in psutil.Process().children(recursive=True):
+        with suppress(psutil.Error):
+            total += sum(child.cpu_times()[:2])
+    return total
 
 
 def cpu_seconds(pid: int) -> float:
@@ -985,6 +1003,8 @@ def read_log(path: Path, outcome: Outcome) -> None:
 
 async def benchmark(args: argparse.Namespace) -> Outcome:
     outcome = Outcome(sources=newest_source())
+    started, machine_before = time.monotonic(), machine_busy_seconds()
+    own_before = own_busy_seconds()
     with h.temp_dir("helpline-bench-idle-") as tmp:
         env = {
             **os.environ,
@@ -1063,6 +1083,8 @@ async def benchmark(args: argparse.Namespace) -> Outcome:
                         resume(args, "resume, py-spy", pid, clients, dropped, seen),
                     )
         finally:
+            others = machine_busy_seconds() - machine_before - (own_busy_seconds() - own_before)
+            outcome.others_percent = max(0.0, others) / (time.monotonic() - started) * 100
             await stop_clients(clients)
             if stack.controller is not None:
                 h.stop_process(stack.controller, grace=30)
@@ -1347,6 +1369,10 @@ def section(args: argparse.Namespace, outcome: Outcome) -> str:
     extra += [
         f"joins up to {t.agents:,}: failures {t.failures}" for t in outcome.tiers if t.failures
     ]
+    extra.append(
+        f"other processes on the machine used {outcome.others_percent:.0f} % of a core on "
+        "average during the run (machine CPU from /proc/stat minus this benchmark's processes)"
+    )
     extra += outcome.notes
     if outcome.log_lines:
         extra.append(
@@ -1390,6 +1416,7 @@ def print_summary(outcome: Outcome) -> None:
         print("controller traceback:\n" + "\n".join(block[-40:]))
     for note in outcome.notes:
         print(f"note: {note}")
+    print(f"note: other processes used {outcome.others_percent:.0f} % of a core on average")
 
 
 # -- main ---------------------------------------------------------------------------------
