@@ -195,9 +195,8 @@ class Worker:
             async for frame in ws:
                 for event in machine.receive(codec.decode(frame)):
                     if isinstance(event, RequestReceived) and isinstance(event.request, Ping):
-                        machine.reply(
-                            Result(reply_to=event.request.id, ok=True, produced_at=h_now())
-                        )
+                        now = datetime.now(UTC)
+                        machine.reply(Result(reply_to=event.request.id, ok=True, produced_at=now))
                 for message in machine.data_to_send():
                     await ws.send(codec.encode(message))
         except (ConnectionClosed, ProtocolError, OSError):
@@ -402,10 +401,6 @@ class Refusal(Exception):
 def failure_name(exc: BaseException) -> str:
     text = str(exc).split("\n", 1)[0][:60]
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def h_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def worker_main() -> int:
