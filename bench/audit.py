@@ -97,7 +97,12 @@ def pure_verification(count: int) -> tuple[float, float]:
     elapsed = time.perf_counter() - started
     assert report.ok and report.events == count
     header = auditchain.export_header(
-        key, controller="bench", exported_at=now, head_seq=count, head=prev
+        key,
+        controller="bench",
+        exported_at=now,
+        head_seq=count,
+        head=prev,
+        checkpoints=checkpoints,
     )
     lines = [auditchain.canonical(header) + "\n"]
     lines += [auditchain.checkpoint_line(c) + "\n" for c in checkpoints]

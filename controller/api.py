@@ -450,7 +450,26 @@ class Api:
             source=caller.source,
             details={"ok": report.ok, "events": report.events, "problem": report.problem},
         )
-        return report.as_json()
+        return {**report.as_json(), "signing": self.controller.audit_log.status()}
+
+    async def audit_accept(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
+        from controller.audit import AuditNothingToAccept, AuditTampered
+
+        reason = _text(params, "reason", limit=500)
+        try:
+            accepted = await self.controller.audit_log.accept(
+                actor=caller.user.name, role=caller.user.role, source=caller.source, reason=reason
+            )
+        except AuditNothingToAccept as exc:
+            raise ApiError("conflict", str(exc)) from None
+        except AuditTampered as exc:
+            raise ApiError("tampered", str(exc)) from None
+        checkpoint = accepted["checkpoint"]
+        return {
+            "accepted_seq": accepted["accepted"],
+            "problem": accepted["problem"],
+            "signed_seq": checkpoint.seq if checkpoint is not None else None,
+        }
 
     async def audit_pubkey(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
         from controller.audit import public_text
@@ -477,16 +496,22 @@ class Api:
                 raise ApiError("tampered", str(exc)) from None
             seq, head = await self.store.audit_head()
             until = seq
+            # checkpoints an admin's acceptance set aside stay out: the export verifies alone
+            superseded = await log.superseded()
+            checkpoints = [
+                c
+                for c in await self.store.audit_checkpoints()
+                if c.seq <= seq and (c.seq, c.head) not in superseded
+            ]
             page["header"] = auditchain.export_header(
                 log.key,
                 controller=self.controller.name,
                 exported_at=utcnow(),
                 head_seq=seq,
                 head=head,
+                checkpoints=checkpoints,
             )
-            page["checkpoints"] = [
-                c.as_json() for c in await self.store.audit_checkpoints() if c.seq <= seq
-            ]
+            page["checkpoints"] = [c.as_json() for c in checkpoints]
             await self.controller.audit(
                 "audit.exported",
                 actor=caller.user.name,
@@ -595,6 +620,7 @@ METHODS: dict[str, tuple[Handler, tuple[str, ...]]] = {
     "audit.verify": (Api.audit_verify, _AUDIT),
     "audit.export": (Api.audit_export, _AUDIT),
     "audit.pubkey": (Api.audit_pubkey, _AUDIT),
+    "audit.accept": (Api.audit_accept, _ADMIN),
     "user.remove": (Api.user_remove, _ADMIN),
     "user.set_role": (Api.user_set_role, _ADMIN),
 }

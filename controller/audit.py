@@ -15,18 +15,21 @@ import contextlib
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from controller import auditchain
 from controller.store import AuditEvent, NewAuditEvent, Store
 from controller.tls import write_secret
-from protocol.signing import b64e
+from protocol.errors import ProtocolError
+from protocol.signing import b64d, b64e
 
 log = logging.getLogger("helpline.audit")
 
@@ -69,23 +72,49 @@ def public_text(key: Ed25519PublicKey) -> str:
     return b64e(key.public_bytes_raw())
 
 
-def read_head_file(path: Path) -> auditchain.Checkpoint | None:
-    """The last checkpoint written outside the database, if any."""
+def read_head_file(path: Path, public_key: Ed25519PublicKey | None = None) -> HeadFile | None:
+    """The last checkpoint written outside the database, if any.
+
+    With ``public_key`` its signature is checked: a head file that does not verify is
+    reported as tampering, never trusted.
+    """
     try:
         data = json.loads(path.read_text())
+        checkpoint = auditchain.Checkpoint(
+            int(data["seq"]), str(data["head"]), str(data["at"]), str(data["signature"])
+        )
     except FileNotFoundError:
         return None
-    return auditchain.Checkpoint(int(data["seq"]), data["head"], data["at"], data["signature"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise AuditTampered(f"the head file {path} is unreadable: {exc}") from None
+    if public_key is not None:
+        try:
+            public_key.verify(b64d(checkpoint.signature), checkpoint.payload())
+        except (InvalidSignature, ProtocolError):
+            raise AuditTampered(
+                f"the head file {path} is not signed by this controller's audit key"
+            ) from None
+    return HeadFile(checkpoint, bool(data.get("final", False)))
 
 
-def write_head_file(path: Path, checkpoint: auditchain.Checkpoint) -> None:
-    """Atomically replace the head file with ``checkpoint``."""
+def write_head_file(path: Path, checkpoint: auditchain.Checkpoint, *, final: bool = False) -> None:
+    """Atomically replace the head file with ``checkpoint``.
+
+    ``final`` marks the checkpoint a controller signs as it stops: nothing may be appended
+    after it until the next start, so events found beyond it were not written by us.
+    """
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w") as handle:
-        handle.write(auditchain.canonical(checkpoint.as_json()))
+        handle.write(auditchain.canonical({**checkpoint.as_json(), "final": final}))
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class HeadFile:
+    checkpoint: auditchain.Checkpoint
+    final: bool
 
 
 @dataclass
@@ -94,8 +123,25 @@ class _Pending:
     done: asyncio.Future[AuditEvent]
 
 
+#: how long a failed background checkpoint waits before it tries again (then doubling)
+RETRY_FIRST_SECONDS: Final = 1.0
+#: how often a checkpoint that keeps failing is reported again
+REPORT_EVERY_SECONDS: Final = 300.0
+
+
 class AuditLog:
-    """Appends, checkpoints and verifies one controller's audit chain."""
+    """Appends, checkpoints and verifies one controller's audit chain.
+
+    It signs only a chain that extends the last head it signed itself: the head it holds
+    in memory, or at start the head file in the home, which a database-only attacker
+    cannot write. It also remembers the head of what it appended, so an edit made in the
+    window that no checkpoint covers yet (recomputed hashes and all) is never signed. On
+    any mismatch it stops signing (appends go on) until an admin accepts the chain as it
+    is with :meth:`accept`, which is recorded.
+
+    ``shared`` is for several writers on one database (tests, and later replicas): events
+    appended by another writer are then accepted when they extend the chain.
+    """
 
     def __init__(
         self,
@@ -105,26 +151,43 @@ class AuditLog:
         *,
         checkpoint_events: int = 1000,
         checkpoint_seconds: float = 60.0,
+        shared: bool = False,
     ) -> None:
         self.store = store
         self.key = key
         self.head_file = head_file
         self.checkpoint_events = checkpoint_events
         self.checkpoint_seconds = checkpoint_seconds
+        self.shared = shared
+        #: why signing stopped, when it did
+        self.halted: str | None = None
+        self._halted_at: datetime | None = None
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._since_checkpoint = 0
         self._tasks: list[asyncio.Task[None]] = []
-        self._checkpoint_lock = asyncio.Lock()
+        # one lock for appends and checkpoints, so the head held in memory is always the
+        # database's head as this writer left it when a checkpoint compares the two
+        self._lock = asyncio.Lock()
+        self._opened = False
+        self._signed: auditchain.Checkpoint | None = None
+        self._head: tuple[int, str] = (0, auditchain.GENESIS)
+        self._failing_since: float | None = None
+        self._reported_at = 0.0
 
     async def start(self) -> None:
-        """Start the writer and the checkpoint timer."""
+        """Check the stored chain against the last signed head; start the writer and timer."""
+        async with self._lock:
+            await self._open()
         self._tasks = [
             asyncio.create_task(self._writer()),
             asyncio.create_task(self._timer()),
         ]
+        signed = self._signed
+        if self.halted is None and (signed is None or signed.seq != self._head[0]):
+            await self._checkpoint_in_background()  # adopted events get a signature at once
 
     async def close(self) -> None:
-        """Write what is queued, sign a last checkpoint, stop."""
+        """Write what is queued, sign a last checkpoint (retrying), stop."""
         if self._tasks:
             await self._queue.join()
         for task in self._tasks:
@@ -132,7 +195,119 @@ class AuditLog:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self._checkpoint_or_warn()
+        self._tasks = []
+        delay = 0.2
+        for attempt in range(4):
+            try:
+                await self.checkpoint(final=True)
+                return
+            except AuditTampered as exc:
+                log.critical("no final audit checkpoint: %s", exc)
+                return
+            except Exception as exc:
+                log.error("final audit checkpoint failed (attempt %d of 4): %s", attempt + 1, exc)
+                await asyncio.sleep(delay)
+                delay *= 2
+
+    # -- the anchor --------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        """Find the last head this controller signed and check the stored chain extends it."""
+        if self._opened:
+            return
+        self._opened = True
+        seq, head = await self.store.audit_head()
+        self._head = (seq, head)
+        try:
+            known = (
+                read_head_file(self.head_file, self.key.public_key())
+                if self.head_file is not None
+                else None
+            )
+        except AuditTampered as exc:
+            self._halt(str(exc))
+            return
+        if known is None:
+            # no head file (a home from before it existed, or a test without one): the
+            # newest stored checkpoint that verifies is the best anchor there is
+            self._signed = await self._last_valid_checkpoint()
+            if self._signed is not None and self.head_file is not None:
+                log.warning(
+                    "no audit head file at %s: checking against the newest stored checkpoint",
+                    self.head_file,
+                )
+        else:
+            self._signed = known.checkpoint
+        problem = await self._check_extends(self._signed, seq)
+        if problem is not None:
+            self._halt(problem)
+            return
+        anchor_seq = self._signed.seq if self._signed is not None else 0
+        if seq > anchor_seq and not self.shared and known is not None:
+            if known.final:
+                self._halt(
+                    f"events {anchor_seq + 1}..{seq} were appended after the final checkpoint "
+                    f"this controller signed when it last stopped (event {anchor_seq}): "
+                    "nothing but the controller writes the audit log"
+                )
+                return
+            # the previous run ended without its final checkpoint (killed, crashed): its
+            # last events extend the signed chain, but nobody vouches for them
+            log.warning(
+                "audit events %d..%d were written after the last signed head by a run that "
+                "did not stop cleanly; they extend the signed chain and are adopted",
+                anchor_seq + 1,
+                seq,
+            )
+        if known is not None and known.final and self.head_file is not None:
+            # running again: events after this head are ours until the next final one
+            write_head_file(self.head_file, known.checkpoint, final=False)
+
+    async def _last_valid_checkpoint(self) -> auditchain.Checkpoint | None:
+        public = self.key.public_key()
+        for checkpoint in reversed(await self.store.audit_checkpoints()):
+            try:
+                public.verify(b64d(checkpoint.signature), checkpoint.payload())
+            except (InvalidSignature, ProtocolError):
+                continue
+            return checkpoint
+        return None
+
+    async def _check_extends(self, anchor: auditchain.Checkpoint | None, seq: int) -> str | None:
+        """Walk the stored links from ``anchor`` to ``seq``; the first problem, or None."""
+        if anchor is not None and seq < anchor.seq:
+            return auditchain.extends(anchor, [], seq)
+        after = anchor.seq - 1 if anchor is not None else 0
+        links: list[auditchain.Link] = []
+        while after < seq:
+            page = await self.store.audit_links(after, min(seq - after, 20_000))
+            if not page:
+                break
+            links.extend(page)
+            after = page[-1].seq
+        return auditchain.extends(anchor, links, seq)
+
+    def _halt(self, problem: str) -> None:
+        if self.halted is None:
+            self.halted, self._halted_at = problem, utcnow()
+            log.critical(
+                "AUDIT LOG TAMPERED: %s. Signing stopped; events are still recorded. "
+                "Run `helpline audit verify`; an admin resolves it with `helpline audit accept`.",
+                problem,
+            )
+
+    def status(self) -> dict[str, Any]:
+        """Whether checkpoints are being signed, and the last signed head."""
+        signed = self._signed
+        return {
+            "signing": "stopped" if self.halted else "ok",
+            "problem": self.halted,
+            "since": self._halted_at.isoformat() if self._halted_at is not None else None,
+            "signed_seq": signed.seq if signed is not None else 0,
+            "signed_at": signed.at if signed is not None else None,
+        }
+
+    # -- appends -----------------------------------------------------------------------
 
     async def append(self, type: str, **fields: Any) -> AuditEvent:
         """Append one event; returns once it is durable."""
@@ -150,12 +325,17 @@ class AuditLog:
             while len(batch) < BATCH_LIMIT and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             await self._write_batch(batch)
-            if self._since_checkpoint >= self.checkpoint_events:
-                await self._checkpoint_or_warn()
+            # while checkpoints fail, the timer retries them: not every batch
+            if self._since_checkpoint >= self.checkpoint_events and self._failing_since is None:
+                await self._checkpoint_in_background()
 
     async def _write_batch(self, batch: list[_Pending]) -> None:
         try:
-            written = await self.store.append_audit([p.event for p in batch])
+            async with self._lock:
+                await self._open()
+                written = await self.store.append_audit([p.event for p in batch])
+                if written:
+                    self._follow(written[0], written[-1])
         except Exception as exc:  # every waiter learns it; the writer keeps running
             for pending in batch:
                 if not pending.done.done():
@@ -169,61 +349,197 @@ class AuditLog:
             if not pending.done.done():
                 pending.done.set_result(event)
 
+    def _follow(self, first: AuditEvent, last: AuditEvent) -> None:
+        """Move the head held in memory; a batch that does not link to it means the chain
+        changed behind this writer's back."""
+        seq, head = self._head
+        if (first.id != seq + 1 or first.prev_hash != head) and not self.shared:
+            self._halt(
+                f"event {first.id} was appended after a chain head (seq {first.id - 1}, "
+                f"{first.prev_hash[:16]}…) that is not the one this controller wrote "
+                f"(seq {seq}, {head[:16]}…): events were added, removed or rewritten "
+                "behind its back"
+            )
+        self._head = (last.id, last.hash)
+
+    # -- checkpoints -------------------------------------------------------------------
+
     async def _timer(self) -> None:
         while True:
-            await asyncio.sleep(self.checkpoint_seconds)
-            await self._checkpoint_or_warn()
+            await asyncio.sleep(self._next_delay())
+            await self._checkpoint_in_background()
 
-    async def _checkpoint_or_warn(self) -> None:
-        """Checkpoint from the background: a tampered chain is reported loudly, never
-        signed, and never stops the writer (appends keep being recorded)."""
+    def _next_delay(self) -> float:
+        if self._failing_since is None:
+            return self.checkpoint_seconds
+        failed_for = time.monotonic() - self._failing_since
+        return min(self.checkpoint_seconds, max(RETRY_FIRST_SECONDS, failed_for))
+
+    async def _checkpoint_in_background(self) -> None:
+        """Checkpoint from the background: a tampered chain is reported loudly and never
+        signed; any other failure (a full disk, too many open files) is retried and
+        reported, and never stops the writer or the timer."""
         try:
             await self.checkpoint()
-        except AuditTampered as exc:
-            log.critical("%s; run `helpline audit verify`", exc)
+        except AuditTampered:
+            pass  # reported once by _halt; verify and serve say it too
+        except Exception as exc:
+            now = time.monotonic()
+            if self._failing_since is None:
+                self._failing_since = now
+            if now - self._reported_at >= REPORT_EVERY_SECONDS or self._reported_at == 0.0:
+                self._reported_at = now
+                log.error(
+                    "audit checkpoint failed (%s: %s); retrying, failing for %.0f s",
+                    type(exc).__name__,
+                    exc,
+                    now - self._failing_since,
+                )
+        else:
+            if self._failing_since is not None:
+                log.warning(
+                    "audit checkpoints work again after %.0f s",
+                    time.monotonic() - self._failing_since,
+                )
+            self._failing_since, self._reported_at = None, 0.0
 
-    async def checkpoint(self) -> auditchain.Checkpoint | None:
-        """Sign the current head (if it moved since the last checkpoint)."""
-        async with self._checkpoint_lock:
+    async def checkpoint(self, *, final: bool = False) -> auditchain.Checkpoint | None:
+        """Sign the current head if it moved since the last checkpoint; AuditTampered if
+        the stored chain does not extend the last head this controller signed."""
+        async with self._lock:
+            await self._open()
+            if self.halted is not None:
+                raise AuditTampered(f"refusing to sign the audit chain: {self.halted}")
             seq, head = await self.store.audit_head()
+            signed = self._signed
+            unmoved = signed is not None and (signed.seq, signed.head) == (seq, head)
+            problem = None if unmoved else await self._check_extends(signed, seq)
+            if problem is None and (seq, head) != self._head and not self.shared:
+                # consistent links, but not the ones this writer made: a rewrite of the
+                # window no signature covers yet, hashes recomputed
+                problem = (
+                    f"the stored chain ends at event {seq} ({head[:16]}…) but this controller "
+                    f"last appended event {self._head[0]} ({self._head[1][:16]}…)"
+                )
+            if problem is not None:
+                self._halt(problem)
+                raise AuditTampered(f"refusing to sign the audit chain: {problem}")
             if seq == 0:
                 return None
-            last = await self.store.last_checkpoint()
-            if last is not None and last.seq == seq:
-                return last
-            # sign only a chain that still extends the last signed head: otherwise an edit
-            # made in the unsigned window would be blessed by this signature
-            problem = await self._check_since(last, seq)
-            if problem is not None:
-                raise AuditTampered(f"refusing to sign the audit chain: {problem}")
+            if unmoved and not final:
+                return signed
             checkpoint = auditchain.sign_checkpoint(self.key, seq, head, utcnow())
-            await self.store.add_checkpoint(checkpoint)
+            # the head file first: it is what a database-only attacker cannot touch
             if self.head_file is not None:
-                write_head_file(self.head_file, checkpoint)
+                write_head_file(self.head_file, checkpoint, final=final)
+            if signed is None or signed.seq != seq or signed.head != head:
+                await self.store.add_checkpoint(checkpoint)
+            self._signed, self._head = checkpoint, (seq, head)
             self._since_checkpoint = 0
             return checkpoint
 
-    async def _check_since(self, last: auditchain.Checkpoint | None, seq: int) -> str | None:
-        """Walk the links after ``last`` up to ``seq``; the first problem, or None."""
-        after, prev = (last.seq, last.head) if last is not None else (0, auditchain.GENESIS)
-        while after < seq:
-            links = await self.store.audit_links(after, min(seq - after, 20_000))
-            if not links:
-                return f"events {after + 1}..{seq} are missing"
-            for link in links:
-                if link.seq != after + 1 or link.prev != prev:
-                    return f"event {link.seq} does not extend the signed chain"
-                digest = auditchain.link_hash(prev, link.record)
-                if digest != link.hash or not link.columns_match:
-                    return f"event {link.seq} was modified"
-                after, prev = link.seq, digest
-        return None
+    async def accept(self, *, actor: str, role: str, source: str | None, reason: str) -> Any:
+        """An admin accepts the stored chain as it is now, after signing stopped.
+
+        Only a chain that is sound in itself (every link, from the first event) can be
+        accepted; the acceptance is appended as ``audit.accepted`` with what was wrong,
+        the head that was signed before and the checkpoints it supersedes, then signed.
+        """
+        async with self._lock:
+            await self._open()
+            problem = self.halted
+            if problem is None:
+                raise AuditNothingToAccept(
+                    "the audit chain extends the last signed head: there is nothing to accept"
+                )
+            report = await self._walk(check_checkpoints=False)
+            if not report.ok:
+                raise AuditTampered(
+                    f"the stored chain is broken in itself ({report.problem}): it cannot be "
+                    "accepted; restore the database from a backup or compare with an export"
+                )
+            seq, head = report.last_seq, report.head
+            superseded = [c.as_json() for c in await self._mismatching_checkpoints(seq)]
+            previous = self._signed
+            event = NewAuditEvent(
+                utcnow(),
+                "audit.accepted",
+                actor=actor,
+                role=role,
+                source=source,
+                details={
+                    "reason": reason,
+                    "problem": problem,
+                    "detected_at": self._halted_at.isoformat() if self._halted_at else None,
+                    "signed_before": previous.as_json() if previous is not None else None,
+                    "accepted_seq": seq,
+                    "accepted_head": head,
+                    "superseded": superseded,
+                },
+            )
+            written = await self.store.append_audit([event])
+            self._head = (written[-1].id, written[-1].hash)
+            self.halted, self._halted_at = None, None
+            self._signed = None  # the chain is the base now; signed below
+            self._since_checkpoint = 0
+        checkpoint = await self.checkpoint()
+        log.warning("audit chain accepted by %s at event %d: %s", actor, seq, reason)
+        return {"accepted": written[-1].id, "problem": problem, "checkpoint": checkpoint}
+
+    async def _mismatching_checkpoints(self, seq: int) -> list[auditchain.Checkpoint]:
+        """Stored checkpoints (and the head file) that the chain up to ``seq`` contradicts."""
+        candidates = list(await self.store.audit_checkpoints())
+        if self._signed is not None:
+            candidates.append(self._signed)
+        out: list[auditchain.Checkpoint] = []
+        for checkpoint in candidates:
+            if checkpoint in out:
+                continue
+            links = await self.store.audit_links(checkpoint.seq - 1, 1, check_columns=False)
+            if checkpoint.seq > seq or not links or links[0].hash != checkpoint.head:
+                out.append(checkpoint)
+        return out
+
+    # -- verification ------------------------------------------------------------------
+
+    async def superseded(self) -> dict[tuple[int, str], str]:
+        """Checkpoints an admin's ``audit.accepted`` events set aside, with why."""
+        out: dict[tuple[int, str], str] = {}
+        for event in await self.store.audit_events(type="audit.accepted", limit=10_000):
+            for c in event.details.get("superseded") or []:
+                out[(int(c["seq"]), str(c["head"]))] = (
+                    f"was superseded when {event.actor} accepted the chain at event {event.id}"
+                )
+        return out
 
     async def verify(self, page: int = 20_000) -> auditchain.Report:
-        """Walk the whole chain in the database, every checkpoint and the head file."""
-        known = read_head_file(self.head_file) if self.head_file is not None else None
+        """Walk the whole chain in the database, every checkpoint and the head file; report
+        too when signing has stopped."""
+        report = await self._walk(check_checkpoints=True, page=page)
+        if self.halted is not None:
+            report.fail(None, f"checkpoint signing stopped: {self.halted}")
+        return report
+
+    async def _walk(self, *, check_checkpoints: bool, page: int = 20_000) -> auditchain.Report:
+        checkpoints: list[auditchain.Checkpoint] = []
+        known = None
+        superseded: dict[tuple[int, str], str] = {}
+        if check_checkpoints:
+            checkpoints = await self.store.audit_checkpoints()
+            superseded = await self.superseded()
+            try:
+                head_file = (
+                    read_head_file(self.head_file, self.key.public_key())
+                    if self.head_file is not None
+                    else None
+                )
+            except AuditTampered as exc:
+                report = auditchain.Report()
+                report.fail(None, str(exc))
+                return report
+            known = head_file.checkpoint if head_file is not None else None
         verifier = auditchain.Verifier(
-            await self.store.audit_checkpoints(), self.key.public_key(), known_head=known
+            checkpoints, self.key.public_key(), known_head=known, superseded=superseded
         )
         after = 0
         while verifier.report.ok:
@@ -235,3 +551,7 @@ class AuditLog:
                     break
             after = links[-1].seq
         return verifier.finish()
+
+
+class AuditNothingToAccept(Exception):
+    """``accept`` when signing never stopped."""

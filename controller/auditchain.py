@@ -172,12 +172,20 @@ class Verifier:
         public_key: Ed25519PublicKey,
         *,
         known_head: Checkpoint | None = None,
+        superseded: Mapping[tuple[int, str], str] | None = None,
     ) -> None:
         self.report = Report()
         self._wanted: dict[int, list[Checkpoint]] = {}
         self._prev = GENESIS
         self._expected = 1
+        superseded = superseded or {}
         for checkpoint in checkpoints:
+            why = superseded.get((checkpoint.seq, checkpoint.head))
+            if why is not None:
+                # an admin accepted a chain that no longer matches this checkpoint; the
+                # acceptance is itself an event in the chain, covered by later signatures
+                self.report.notes.append(f"checkpoint at seq {checkpoint.seq} {why}")
+                continue
             try:
                 public_key.verify(b64d(checkpoint.signature), checkpoint.payload())
             except (InvalidSignature, ProtocolError):
@@ -240,6 +248,43 @@ class Verifier:
         return report
 
 
+def extends(anchor: Checkpoint | None, links: Iterable[Link], seq: int) -> str | None:
+    """Whether the stored chain up to ``seq`` extends the signed ``anchor``; the problem, or None.
+
+    ``links`` must start at the anchor's own event (or at event 1 without an anchor), in
+    seq order. Each link is checked against its predecessor and re-hashed, so an edit
+    anywhere between the anchor and ``seq`` (hashes recomputed or not) is found, as is a
+    chain that ends before the anchor.
+    """
+    if anchor is not None and seq < anchor.seq:
+        return (
+            f"the chain ends at event {seq} but this controller signed event {anchor.seq}: "
+            "events were truncated"
+        )
+    expected, prev = (anchor.seq, None) if anchor is not None else (1, GENESIS)
+    for link in links:
+        if link.seq > seq:
+            break
+        if link.seq != expected:
+            return f"event {expected} is missing"
+        if prev is None:  # the anchor's own event: its stored hash must be the signed one
+            assert anchor is not None
+            if link.hash != anchor.head:
+                return (
+                    f"event {link.seq} differs from the head this controller signed "
+                    f"({anchor.head[:16]}…): the chain up to it was rewritten"
+                )
+        else:
+            if link.prev != prev:
+                return f"event {link.seq} does not extend the signed chain"
+            if link_hash(prev, link.record) != link.hash or not link.columns_match:
+                return f"event {link.seq} was modified"
+        prev, expected = link.hash, link.seq + 1
+    if expected <= seq:
+        return f"events {expected}..{seq} are missing"
+    return None
+
+
 def verify(
     links: Iterable[Link],
     checkpoints: Iterable[Checkpoint],
@@ -259,14 +304,29 @@ def verify(
 #
 # An export is JSON lines, each in canonical form: a signed header, the checkpoints, then
 # every event. The header's signature covers the chain head at export time, so a tail cut
-# off the file is found like a tail cut off the database; any edited byte either changes a
-# hash, breaks a signature or breaks the canonical form.
+# off the file is found like a tail cut off the database, and (since version 2) the number
+# and digest of the checkpoint lines, so a checkpoint dropped from the file is found too;
+# any edited byte either changes a hash, breaks a signature or breaks the canonical form.
 
-EXPORT_VERSION: Final = 1
+EXPORT_VERSION: Final = 2
+
+
+def checkpoints_digest(checkpoints: Iterable[Checkpoint]) -> str:
+    """SHA-256 over the export's checkpoint lines, in order."""
+    digest = hashlib.sha256()
+    for checkpoint in checkpoints:
+        digest.update(checkpoint_line(checkpoint).encode() + b"\n")
+    return digest.hexdigest()
 
 
 def export_header(
-    key: Ed25519PrivateKey, *, controller: str, exported_at: datetime, head_seq: int, head: str
+    key: Ed25519PrivateKey,
+    *,
+    controller: str,
+    exported_at: datetime,
+    head_seq: int,
+    head: str,
+    checkpoints: list[Checkpoint],
 ) -> dict[str, Any]:
     """The signed first line of an export."""
     public = key.public_key().public_bytes_raw()
@@ -276,6 +336,8 @@ def export_header(
         "exported_at": exported_at.isoformat(timespec="microseconds"),
         "head_seq": head_seq,
         "head": head,
+        "checkpoints": len(checkpoints),
+        "checkpoints_sha256": checkpoints_digest(checkpoints),
         "public_key": b64e(public),
     }
     header["signature"] = b64e(key.sign(canonical(header).encode()))
@@ -324,8 +386,7 @@ def verify_export(lines: Iterable[str], public_key: Ed25519PublicKey) -> Report:
                 continue
             if verifier is None:
                 assert header is not None
-                known = Checkpoint(header["head_seq"], header["head"], "", "")
-                verifier = Verifier(checkpoints, public_key, known_head=known)
+                verifier = _export_verifier(header, checkpoints, public_key)
                 if not verifier.report.ok:
                     return verifier.report
             link = Link(int(data["seq"]), str(data["prev"]), str(data["hash"]), str(data["record"]))
@@ -338,18 +399,40 @@ def verify_export(lines: Iterable[str], public_key: Ed25519PublicKey) -> Report:
         report.fail(None, "the export is empty")
         return report
     if verifier is None:
-        known = Checkpoint(header["head_seq"], header["head"], "", "")
-        verifier = Verifier(checkpoints, public_key, known_head=known)
+        verifier = _export_verifier(header, checkpoints, public_key)
+        if not verifier.report.ok:
+            return verifier.report
     result = verifier.finish()
     if result.ok and result.last_seq != header["head_seq"]:
         result.fail(result.last_seq, "the export holds more events than its header covers")
     return result
 
 
+def _export_verifier(
+    header: dict[str, Any], checkpoints: list[Checkpoint], public_key: Ed25519PublicKey
+) -> Verifier:
+    """The verifier for an export's events, once its checkpoint lines are all read."""
+    known = Checkpoint(int(header["head_seq"]), str(header["head"]), "", "")
+    verifier = Verifier(checkpoints, public_key, known_head=known)
+    if header["helpline_audit_export"] == 1:
+        verifier.report.notes.append(
+            "a version 1 export: its header does not cover the checkpoint lines"
+        )
+    elif header.get("checkpoints") != len(checkpoints) or header.get(
+        "checkpoints_sha256"
+    ) != checkpoints_digest(checkpoints):
+        verifier.report.fail(
+            None,
+            f"the export holds {len(checkpoints)} checkpoint lines but its signed header "
+            f"covers {header.get('checkpoints')}: checkpoint lines were removed or changed",
+        )
+    return verifier
+
+
 def _check_header(
     data: dict[str, Any], public_key: Ed25519PublicKey, report: Report
 ) -> dict[str, Any] | None:
-    if data.get("helpline_audit_export") != EXPORT_VERSION:
+    if data.get("helpline_audit_export") not in (1, EXPORT_VERSION):
         report.fail(None, "line 1 is not a helpline audit export header")
         return None
     unsigned = {k: v for k, v in data.items() if k != "signature"}

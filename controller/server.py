@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -635,6 +636,15 @@ async def run_server(
     await store.migrate()
     audit_log = AuditLog(store, load_key(home.audit_key_path), home.audit_head_path)
     await audit_log.start()
+    if audit_log.halted is not None:
+        # serve anyway (a tampered log must not become an outage), but nobody may miss it
+        print(
+            f"helpline: AUDIT LOG TAMPERED: {audit_log.halted}\n"
+            "helpline: no checkpoint will be signed until an admin checks the log "
+            "(`helpline audit verify`) and accepts it (`helpline audit accept --reason …`)",
+            file=sys.stderr,
+            flush=True,
+        )
     controller = Controller(
         home,
         store,

@@ -52,7 +52,7 @@ async def initialise(
             actor="init",
             details={"user": user.name, "new_role": "admin", "key": user.fingerprint},
         )
-        await audit_log.checkpoint()
+        await audit_log.close()  # signs the head, marked as this run's last
     finally:
         await store.close()
     return {

@@ -139,7 +139,16 @@ def audit_verify(
                 f"{r['checkpoints']} signed checkpoints, head {r['head'][:16]}…"
             )
         else:
-            stdout.print(f"[bold red]audit log TAMPERED:[/] {r['problem']}")
+            stdout.print(f"[bold red]audit log TAMPERED:[/] {r['problem']}", soft_wrap=True)
+            signing = r.get("signing") or {}
+            if signing.get("signing") == "stopped":
+                stdout.print(
+                    f"checkpoint signing stopped at {signing.get('since')}: "
+                    "an admin accepts the chain as it is with `helpline audit accept --reason …`",
+                    soft_wrap=True,
+                )
+        for note in r.get("notes") or []:
+            stdout.print(f"note: {note}", soft_wrap=True)
 
     emit(report, as_json, render)
     if not report["ok"]:
@@ -165,3 +174,28 @@ def _verify_file(file: Path, pubkey: str | None) -> dict[str, Any]:
         report = auditchain.Report()
         report.fail(None, "the export is not valid UTF-8 (edited?)")
         return report.as_json()
+
+
+@audit_app.command("accept")
+def audit_accept(
+    reason: Annotated[
+        str, typer.Option(help="Why the chain as it is now is accepted (recorded in the log).")
+    ],
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Resume signing after tampering was found: accept the stored chain as it is (admins).
+
+    Only a chain that is sound in itself can be accepted. The acceptance is recorded as an
+    ``audit.accepted`` event naming you, your reason, what was wrong and which signed
+    checkpoints it sets aside; exit 8 when signing never stopped.
+    """
+    emit(
+        run_client(home, lambda c: c.call("audit.accept", {"reason": reason})),
+        as_json,
+        lambda d: stdout.print(
+            f"accepted the audit chain (event {d['accepted_seq']} records it); "
+            f"signing again from event {d['signed_seq']}. What was wrong: {d['problem']}",
+            soft_wrap=True,
+        ),
+    )

@@ -135,6 +135,9 @@ class AuditEvent:
     session_id: str | None
     agent_id: str | None
     details: dict[str, Any]
+    #: the link hashes: what the writer checks its own appends against
+    prev_hash: str = ""
+    hash: str = ""
 
 
 RefusalReason = Literal["unknown", "expired", "used"]
@@ -684,6 +687,8 @@ class Store(TicketStore):
                         e.session_id,
                         e.agent_id,
                         e.details,
+                        prev,
+                        digest,
                     )
                 )
                 prev = digest
@@ -950,6 +955,8 @@ def _audit_event(row: AuditEventRow) -> AuditEvent:
         session_id=row.session_id,
         agent_id=row.agent_id,
         details=row.details,
+        prev_hash=row.prev_hash,
+        hash=row.hash,
     )
 
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from controller import auditchain
 from controller.audit import AuditLog, create_key, read_head_file
-from controller.store import Store
+from controller.store import NewAuditEvent, Store
 from tests.conftest import scaled
 from tests.controller.conftest import open_store, postgres_database
 
@@ -79,7 +80,7 @@ async def test_appends_form_one_verified_chain(log: AuditLog) -> None:
     checkpoints = await log.store.audit_checkpoints()
     assert [c.seq for c in checkpoints][:2] == [10, 20]
     head = read_head_file(log.head_file) if log.head_file else None
-    assert head is not None and head == checkpoints[-1]
+    assert head is not None and head.checkpoint == checkpoints[-1]
 
 
 async def test_the_database_refuses_updates_and_deletes(log: AuditLog) -> None:
@@ -195,7 +196,8 @@ async def test_concurrent_writers_in_two_connections_keep_one_chain(
     """Two Store instances stand for two controller processes writing at once."""
     other = await Store.open(store.url)
     key = create_key(tmp_path / "audit.pem")
-    first, second = AuditLog(store, key, None), AuditLog(other, key, None)
+    first = AuditLog(store, key, None, shared=True)
+    second = AuditLog(other, key, None, shared=True)
     await first.start()
     await second.start()
     try:
@@ -220,6 +222,7 @@ def _export_lines(
         exported_at=datetime.now(UTC),
         head_seq=links[-1].seq,
         head=links[-1].hash,
+        checkpoints=checkpoints,
     )
     lines = [auditchain.canonical(header)]
     lines += [auditchain.checkpoint_line(c) for c in checkpoints]
@@ -343,3 +346,241 @@ async def test_an_edit_in_the_unsigned_window_is_never_signed(log: AuditLog) -> 
         await log.checkpoint()
     assert await log.store.last_checkpoint() == signed  # nothing new was signed
     assert not (await log.verify()).ok
+
+
+# -- a database-only attacker against the signer ------------------------------------------
+
+
+async def rewrite_from(store: Store, seq: int, old: str, new: str) -> None:
+    """Edit event ``seq`` and recompute every later hash, as a careful attacker would."""
+    import json
+
+    links = await store.audit_links(0, 100_000)
+    prev = links[seq - 2].hash if seq > 1 else auditchain.GENESIS
+    details = "CAST(:d AS JSON)" if store._engine.dialect.name == "postgresql" else ":d"
+    for link in links[seq - 1 :]:
+        record = link.record.replace(old, new) if link.seq == seq else link.record
+        digest = auditchain.link_hash(prev, record)
+        await sql(
+            store,
+            "UPDATE audit_events SET record = :r, prev_hash = :p, hash = :h, "  # noqa: S608
+            f"details = {details} WHERE seq = :s",
+            {
+                "r": record,
+                "p": prev,
+                "h": digest,
+                "s": link.seq,
+                "d": json.dumps(json.loads(record)["details"]),
+            },
+        )
+        prev = digest
+
+
+def reopen(log: AuditLog, **options: float) -> AuditLog:
+    """The same home and database as a restarted controller sees them."""
+    return AuditLog(log.store, log.key, log.head_file, **options)  # type: ignore[arg-type]
+
+
+async def test_laundered_history_is_never_signed_after_a_restart(log: AuditLog) -> None:
+    from controller.audit import AuditTampered
+
+    await fill(log, 15)
+    await log.close()  # the final checkpoint: seq 15 in the head file
+    assert log.head_file is not None
+    signed = read_head_file(log.head_file)
+    assert signed is not None and signed.checkpoint.seq == 15 and signed.final
+    await drop_protection(log.store)
+    await rewrite_from(log.store, 3, '"unknown"', '"fine"')
+    await sql(log.store, "DELETE FROM audit_checkpoints")
+    # every link is consistent now: only the head this controller signed tells the truth
+    assert auditchain.verify(await log.store.audit_links(0, 100), [], log.key.public_key()).ok
+
+    restarted = reopen(log)
+    await restarted.start()
+    try:
+        assert restarted.halted is not None
+        assert "event 15 differs from the head this controller signed" in restarted.halted
+        await fill(restarted, 5)  # appends go on while signing is stopped
+        with pytest.raises(AuditTampered):
+            await restarted.checkpoint()
+        report = await restarted.verify()
+        assert not report.ok
+        assert "differs from the signed checkpoint" in (report.problem or "")
+    finally:
+        await restarted.close()
+    after = read_head_file(log.head_file)
+    assert after is not None and after.checkpoint == signed.checkpoint  # never moved
+    assert await log.store.audit_checkpoints() == []  # and nothing was signed in the database
+
+
+async def test_rewrite_while_running_is_never_signed(log: AuditLog) -> None:
+    from controller.audit import AuditTampered
+
+    await fill(log, 12)
+    await log.checkpoint()
+    await drop_protection(log.store)
+    await rewrite_from(log.store, 2, '"unknown"', '"fine"')
+    await sql(log.store, "DELETE FROM audit_checkpoints")
+    with pytest.raises(AuditTampered, match="differs from the head this controller signed"):
+        await log.checkpoint()
+    assert log.status()["signing"] == "stopped"
+    assert not (await log.verify()).ok
+
+
+async def test_a_tail_cut_below_the_signed_head_is_never_signed(log: AuditLog) -> None:
+    from controller.audit import AuditTampered
+
+    await fill(log, 30)
+    await log.checkpoint()
+    assert log.head_file is not None
+    before = read_head_file(log.head_file)
+    assert before is not None and before.checkpoint.seq == 30
+    await drop_protection(log.store)
+    await sql(log.store, "DELETE FROM audit_events WHERE seq > 20")  # checkpoints kept
+    with pytest.raises(AuditTampered, match=r"truncated|ends at event 20"):
+        await log.checkpoint()
+    restarted = reopen(log)
+    await restarted.start()
+    await restarted.close()
+    assert restarted.halted is not None and "truncated" in restarted.halted
+    after = read_head_file(log.head_file)
+    assert after is not None and after.checkpoint.seq == 30  # the head file never goes back
+
+
+async def test_unsigned_tail_rewritten_with_checkpoints_gone_is_never_signed(
+    log: AuditLog,
+) -> None:
+    from controller.audit import AuditTampered
+
+    await fill(log, 5)
+    await log.checkpoint()
+    await fill(log, 4)  # events 6..9: covered by no signature yet, only by memory
+    await drop_protection(log.store)
+    await rewrite_from(log.store, 7, '"unknown"', '"fine"')
+    with pytest.raises(AuditTampered, match="last appended event 9"):
+        await log.checkpoint()
+
+
+async def test_events_slipped_in_behind_the_writer_halt_signing(log: AuditLog) -> None:
+    await fill(log, 5)
+    await log.checkpoint()
+    # another "writer" appends a well-linked event the controller never wrote
+    await log.store.append_audit(
+        [NewAuditEvent(datetime.now(UTC), "user.added", actor="init", details={"user": "mallory"})]
+    )
+    await fill(log, 1)
+    assert log.halted is not None and "behind its back" in log.halted
+
+
+async def test_events_after_the_final_checkpoint_are_not_adopted(log: AuditLog) -> None:
+    await fill(log, 5)
+    await log.close()
+    await log.store.append_audit(
+        [NewAuditEvent(datetime.now(UTC), "user.added", actor="init", details={"user": "mallory"})]
+    )
+    restarted = reopen(log)
+    await restarted.start()
+    await restarted.close()
+    assert restarted.halted is not None
+    assert "after the final checkpoint" in restarted.halted
+
+
+async def test_events_after_a_crash_are_adopted_and_signed(log: AuditLog) -> None:
+    await fill(log, 5)
+    await log.checkpoint()
+    await fill(log, 3)  # then the process dies: no final checkpoint
+    for task in log._tasks:
+        task.cancel()
+    log._tasks = []
+    restarted = reopen(log)
+    await restarted.start()
+    try:
+        assert restarted.halted is None
+        assert restarted.status()["signed_seq"] == 8  # signed as it started
+        assert (await restarted.verify()).ok
+    finally:
+        await restarted.close()
+
+
+async def test_an_admin_accepts_the_chain_and_it_is_recorded(log: AuditLog) -> None:
+    from controller.audit import AuditNothingToAccept
+
+    await fill(log, 12)
+    with pytest.raises(AuditNothingToAccept):
+        await log.accept(actor="ada", role="admin", source="127.0.0.1", reason="nothing")
+    await log.checkpoint()
+    old_checkpoints = await log.store.audit_checkpoints()
+    await drop_protection(log.store)
+    await sql(log.store, "DELETE FROM audit_events WHERE seq > 8")
+    await fill(log, 2)  # 9 and 10 again, linked to the cut chain
+    assert log.halted is not None
+    accepted = await log.accept(
+        actor="ada", role="admin", source="127.0.0.1", reason="restored the backup of Monday"
+    )
+    assert log.halted is None
+    event = (await log.store.audit_events(type="audit.accepted"))[-1]
+    assert event.id == accepted["accepted"] == 11
+    assert event.actor == "ada"
+    assert event.details["reason"] == "restored the backup of Monday"
+    assert "truncated" in event.details["problem"] or "behind" in event.details["problem"]
+    assert event.details["signed_before"]["seq"] == 12
+    superseded = {c["seq"] for c in event.details["superseded"]}
+    assert {c.seq for c in old_checkpoints if c.seq > 8} <= superseded
+    report = await log.verify()
+    assert report.ok, report.problem
+    assert any("superseded when ada accepted" in note for note in report.notes)
+    await fill(log, 3)
+    signed = await log.checkpoint()
+    assert signed is not None and signed.seq == 14
+
+
+async def test_a_chain_broken_in_itself_cannot_be_accepted(log: AuditLog) -> None:
+    from controller.audit import AuditTampered
+
+    await fill(log, 8)
+    await log.checkpoint()
+    await drop_protection(log.store)
+    await sql(log.store, "DELETE FROM audit_events WHERE seq = 4")
+    await sql(log.store, "DELETE FROM audit_events WHERE seq > 6")
+    with pytest.raises(AuditTampered):
+        await log.checkpoint()
+    with pytest.raises(AuditTampered, match="broken in itself"):
+        await log.accept(actor="ada", role="admin", source=None, reason="whatever")
+    assert log.halted is not None
+
+
+async def test_checkpoint_failures_are_retried_not_fatal(store: Store, tmp_path: Path) -> None:
+    head = tmp_path / "head.json"
+    log = AuditLog(store, create_key(tmp_path / "audit.pem"), head, checkpoint_seconds=0.05)
+    await log.start()
+    try:
+        await fill(log, 3)
+        assert log.status()["signed_seq"] == 0
+        # the head file cannot be written (as with "too many open files")
+        head.with_suffix(".tmp").mkdir()
+        await fill(log, 3)
+        await asyncio.sleep(0.3)
+        assert all(not task.done() for task in log._tasks)  # the timer lives on
+        assert (read_head_file(head) is None) or read_head_file(head).checkpoint.seq < 6  # type: ignore[union-attr]
+        head.with_suffix(".tmp").rmdir()
+        async with asyncio.timeout(scaled(10)):
+            while log.status()["signed_seq"] != 6:  # noqa: ASYNC110 - polls the timer's work
+                await asyncio.sleep(0.05)
+        written = read_head_file(head)
+        assert written is not None and written.checkpoint.seq == 6
+    finally:
+        await log.close()
+
+
+async def test_dropping_a_checkpoint_line_from_an_export_is_detected(log: AuditLog) -> None:
+    await fill(log, 25)
+    await log.checkpoint()
+    lines = _export_lines(
+        await log.store.audit_links(), await log.store.audit_checkpoints(), log.key
+    )
+    assert lines[1].startswith('{"checkpoint"')
+    public = log.key.public_key()
+    assert auditchain.verify_export(lines, public).ok
+    report = auditchain.verify_export(lines[:1] + lines[2:], public)
+    assert not report.ok
+    assert "checkpoint lines were removed" in (report.problem or "")

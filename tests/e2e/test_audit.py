@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from controller.client import ClientError, ClientSettings, Connection
-from tests.e2e.conftest import Controller
+from tests.e2e.conftest import Controller, wait_until
 
 
 def _keygen(path: Path) -> Path:
@@ -166,3 +167,73 @@ def test_set_role_takes_effect(controller: Controller, tmp_path: Path) -> None:
     audit = controller.json("audit", "log", "--type", "user.role_changed")
     assert audit[-1]["details"]["to"] == ["technician", "L3"]
     assert controller.cli("ticket", "list", env=env).returncode == 0
+
+
+def _launder(database_path: Path) -> None:
+    """What the attack did: drop the guards, edit an early event, recompute every later
+    hash, delete the signed checkpoints. Every link is consistent afterwards."""
+    from controller import auditchain
+
+    database = sqlite3.connect(database_path)
+    for table in ("audit_events", "audit_checkpoints"):
+        for action in ("update", "delete"):
+            database.execute(f"DROP TRIGGER {table}_no_{action}")
+    rows = database.execute("SELECT seq, record FROM audit_events ORDER BY seq").fetchall()
+    prev = auditchain.GENESIS
+    for seq, record in rows:
+        if seq == 1:
+            data = json.loads(record)
+            data["details"]["user"] = "mallory"
+            record = auditchain.canonical(data)
+            database.execute(
+                "UPDATE audit_events SET details = ? WHERE seq = 1",
+                (json.dumps(data["details"]),),
+            )
+        digest = auditchain.link_hash(prev, record)
+        database.execute(
+            "UPDATE audit_events SET record = ?, prev_hash = ?, hash = ? WHERE seq = ?",
+            (record, prev, digest, seq),
+        )
+        prev = digest
+    database.execute("DELETE FROM audit_checkpoints")
+    database.commit()
+    database.close()
+
+
+def test_a_laundered_database_is_never_signed_and_an_admin_accepts_it(
+    controller: Controller,
+) -> None:
+    ticket = controller.open_ticket()
+    controller.issue_code(ticket)
+    controller.stop()
+    head_before = (controller.home / "audit-head.json").read_text()
+    _launder(controller.home / "helpline.db")
+
+    controller.start()
+    # serve says at once what is wrong, and keeps serving
+    wait_until(lambda: "AUDIT LOG TAMPERED" in controller.log(), 10, "the tamper warning")
+    assert "differs from the head this controller signed" in controller.log()
+    result = controller.cli("audit", "verify", check=False)
+    assert result.returncode == 9
+    assert "TAMPERED" in result.stdout and "signing stopped" in result.stdout
+    controller.issue_code(controller.open_ticket())  # the controller still works
+
+    controller.stop()  # no final checkpoint over a laundered chain
+    controller.start()
+    again = controller.cli("audit", "verify", "--json", check=False)
+    assert again.returncode == 9
+    assert json.loads(again.stdout)["signing"]["signing"] == "stopped"
+    head = json.loads((controller.home / "audit-head.json").read_text())
+    assert head["seq"] == json.loads(head_before)["seq"]  # never moved, never backwards
+
+    accepted = controller.json("audit", "accept", "--reason", "restored from Monday's backup")
+    assert accepted["signed_seq"] >= accepted["accepted_seq"]
+    verified = controller.json("audit", "verify")
+    assert verified["ok"] is True
+    assert verified["signing"]["signing"] == "ok"
+    record = controller.json("audit", "log", "--type", "audit.accepted")[-1]
+    assert record["actor"] == "admin"
+    assert record["details"]["reason"] == "restored from Monday's backup"
+    assert "differs from the head" in record["details"]["problem"]
+    nothing = controller.cli("audit", "accept", "--reason", "again", check=False)
+    assert nothing.returncode == 8
