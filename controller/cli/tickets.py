@@ -107,8 +107,8 @@ def sessions_table(sessions: list[dict[str, Any]]) -> None:
         table.add_row(
             s["id"],
             s["ticket"],
-            s["agent"],
-            s["technician"],
+            escape(s["agent"] or ""),
+            escape(s["technician"] or ""),
             s["state"],
             "[green]yes[/]" if s["connected"] else "no",
             s["expires_at"][:19].replace("T", " "),
