@@ -16,7 +16,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from controller.cli.common import HomeOpt, JsonOpt, TicketArg, run_client
-from controller.cli.output import emit, fail, stderr, stdout
+from controller.cli.output import emit, fail, shown, stderr, stdout
 from controller.client import Connection
 from protocol.text import one_line
 
@@ -111,14 +111,14 @@ def run(
 
     def render(d: dict[str, Any]) -> None:
         if not d["ok"]:
-            error = escape(one_line(str(d["error"])))
+            error = shown(d["error"])
             stderr.print(f"[red]the agent reported an error:[/] {error}", highlight=False)
         render_diagnostics(stdout, d["data"], d.get("findings") if d["ok"] else None)
         if d.get("articles"):
             stdout.rule("knowledge base", style="dim")
             for article in d["articles"]:
                 about = escape(", ".join(article["findings"] + article["fixes"]))
-                title = escape(one_line(article["title"]))
+                title = shown(article["title"])
                 stdout.print(f"  {article['id']}  {title}  [dim]({about})[/]", highlight=False)
         stdout.print(f"[dim]attached to {d['ticket']} (request {d['request']})[/]")
 

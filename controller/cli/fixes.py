@@ -7,13 +7,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from controller.cli.common import HomeOpt, JsonOpt, TicketArg, run_client
-from controller.cli.output import emit, fail, stderr, stdout
+from controller.cli.output import emit, fail, shown, stderr, stdout
 from controller.client import Connection
-from protocol.text import one_line, visible
+from protocol.text import visible
 
 fixes_app = typer.Typer(
     help="The signed fix catalogue: make a key, sign, publish, list.", no_args_is_help=True
@@ -169,16 +168,16 @@ def fix(
             if as_json:
                 return
             if stream == "status":
-                stderr.print(f"[dim]· {escape(one_line(data))}[/]", highlight=False)
+                stderr.print(f"[dim]· {shown(data)}[/]", highlight=False)
             else:
                 # the customer's machine writes to this terminal: it may show, not command
-                shown = data if raw else visible(data)
-                (sys.stdout if stream == "stdout" else sys.stderr).write(shown)
+                text = data if raw else visible(data)
+                (sys.stdout if stream == "stdout" else sys.stderr).write(text)
                 (sys.stdout if stream == "stdout" else sys.stderr).flush()
 
         def progress(stage: str) -> None:
             if not as_json:
-                stderr.print(f"[dim]· {escape(one_line(stage))}[/]", highlight=False)
+                stderr.print(f"[dim]· {shown(stage)}[/]", highlight=False)
 
         return await c.call(
             "fix.run",
@@ -192,17 +191,14 @@ def fix(
     def render(d: dict[str, Any]) -> None:
         status = d.get("status")
         if status == "refused":
-            stdout.print(f"[bold red]not run:[/] {escape(one_line(str(d.get('error'))))}")
+            stdout.print(f"[bold red]not run:[/] {shown(d.get('error'))}")
             return
         colour = "green" if status == "succeeded" else "red"
         # the agent wrote most of these fields: never markup, always one line
-        summary = escape(
-            one_line(
-                f"(exit {d.get('exit_code')}, {d.get('duration_ms')} ms, "
-                f"consent: {d.get('consent')})"
-            )
+        summary = shown(
+            f"(exit {d.get('exit_code')}, {d.get('duration_ms')} ms, consent: {d.get('consent')})"
         )
-        headline = escape(one_line(f"{d['fix']} {status}"))
+        headline = shown(f"{d['fix']} {status}")
         stdout.print(f"[bold {colour}]{headline}[/] {summary}")
         for stream in ("stdout", "stderr"):
             if d.get("truncated", {}).get(stream):
@@ -210,7 +206,7 @@ def fix(
         check = d.get("verification")
         if check and check.get("checked"):
             verdict = "[green]cleared[/]" if check["cleared"] else "[red]still there[/]"
-            stdout.print(f"finding {escape(one_line(str(check['targets'])))}: {verdict}")
+            stdout.print(f"finding {shown(check['targets'])}: {verdict}")
         stdout.print(f"[dim]attached to {d['ticket']} (request {d['request']})[/]")
 
     emit(result, as_json, render)

@@ -33,7 +33,7 @@ from rich.console import Console, ConsoleOptions, RenderableType
 from rich.markup import escape
 from rich.segment import Segment
 
-from protocol.text import visible
+from protocol.text import one_line, visible
 
 
 class SafeConsole(Console):
@@ -54,6 +54,11 @@ class SafeConsole(Console):
             else:
                 shown = visible(segment.text)
                 yield segment if shown is segment.text else Segment(shown, segment.style)
+
+
+def shown(text: object, limit: int | None = None) -> str:
+    """Remote text for a markup string: one line, controls visible, markup escaped."""
+    return escape(one_line(str(text), limit))
 
 
 stdout = SafeConsole()
