@@ -13,13 +13,17 @@ from __future__ import annotations
 import asyncio
 import json
 import platform
+import shutil
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import pytest
 from websockets.asyncio.client import connect
 
 from tests.conftest import scaled
@@ -240,3 +244,35 @@ def test_a_newline_in_a_frame_type_cannot_forge_a_log_line(controller: Controlle
     assert not [line for line in lines if line.startswith("2026-01-01 00:00:00,000")]
     assert not [line for line in lines if forged in line and "^J" not in line]
     assert controller.log().count(f"^J2026-01-01 00:00:00,000 {forged}") == 2  # shown, escaped
+
+
+def test_a_real_terminal_is_not_cleared_by_the_snapshot(
+    controller: Controller, tmp_path: Path
+) -> None:
+    """What a technician sees in a terminal (tmux): the earlier screen is still there."""
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed")
+    ticket = controller.open_ticket()
+    socket_path = str(tmp_path / "tmux.sock")
+    tmux = ["tmux", "-S", socket_path]
+    command = f"echo BEFORE; {sys.executable} -m controller diag {ticket}; echo EXIT=$?; sleep 60"
+    with HostileAgent(controller, controller.issue_code(ticket)):
+        subprocess.run(
+            [*tmux, "new-session", "-d", "-x", "160", "-y", "120", "sh", "-c", command],
+            env=controller.env,
+            check=True,
+        )
+        try:
+
+            def screen() -> str:
+                shown = subprocess.run(
+                    [*tmux, "capture-pane", "-p"], capture_output=True, text=True, check=True
+                ).stdout
+                return shown if "EXIT=" in shown else ""
+
+            shown = wait_until(screen, 60, "helpline diag to finish in the terminal")
+        finally:
+            subprocess.run([*tmux, "kill-server"], check=False)
+    assert "EXIT=0" in shown
+    assert "BEFORE" in shown  # ESC [ 2J would have cleared it
+    assert "pc^[]52;c;ZXZpbA==^G^[[2J<U+202E>" in shown
