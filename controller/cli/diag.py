@@ -120,7 +120,7 @@ def run(
                 about = escape(", ".join(article["findings"] + article["fixes"]))
                 title = shown(article["title"])
                 stdout.print(f"  {article['id']}  {title}  [dim]({about})[/]", highlight=False)
-        stdout.print(f"[dim]attached to {d['ticket']} (request {d['request']})[/]")
+        stdout.print(f"[dim]attached to {shown(d['ticket'])} (request {shown(d['request'])})[/]")
 
     emit(run_client(home, work), as_json, render)
 

@@ -207,7 +207,7 @@ def fix(
         if check and check.get("checked"):
             verdict = "[green]cleared[/]" if check["cleared"] else "[red]still there[/]"
             stdout.print(f"finding {shown(check['targets'])}: {verdict}")
-        stdout.print(f"[dim]attached to {d['ticket']} (request {d['request']})[/]")
+        stdout.print(f"[dim]attached to {shown(d['ticket'])} (request {shown(d['request'])})[/]")
 
     emit(result, as_json, render)
     if result.get("status") == "refused":

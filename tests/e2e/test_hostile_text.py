@@ -152,7 +152,7 @@ class HostileAgent:
                 "stdout": out,
                 "stderr": "",
                 "truncated": {"stdout": False, "stderr": False},
-                "consent": f"customer{HIDE}",
+                "consent": f"customer{HIDE}[/]",  # a stray closing tag, if read as markup
             }
             machine.reply(Result(reply_to=request.id, ok=True, data=data, produced_at=now))
         else:
@@ -189,7 +189,7 @@ def test_fix_output_streams_visible_and_raw_on_request(setup: Setup) -> None:  #
         shown = _no_escapes(setup.fix("printing.clear_queue"))
         assert "cleared^[]52;c;ZXZpbA==^G\nline two^[[2J\\x9b2J\n" in shown
         assert "st^[[8m" in shown  # the agent's status line
-        assert "customer^[[8m" in shown  # the result's fields
+        assert "customer^[[8m[/]" in shown  # the result's fields, as sent, not as markup
         raw = setup.fix("printing.clear_queue", "--raw")
         # the bytes, when asked for (text mode reads the CR LF as a newline)
         assert f"cleared{CLIPBOARD}\nline two{CLEAR}{CSI}\n" in raw.stdout
