@@ -5,8 +5,8 @@ character of the text it prints (``protocol.text.visible``): host names, process
 fix output, titles and comments come from the other side and must not drive the
 terminal, and a call site cannot forget it. Rich's own styling is applied after, so it
 still works; rich *markup* in remote text is a separate matter: call sites pass remote
-text as ``Text`` or through ``rich.markup.escape``. JSON (``--json``) stays exact data:
-``json.dumps`` escapes every control character itself.
+text as ``Text`` or through ``shown`` (one line, markup escaped). JSON (``--json``) stays
+exact data: ``json.dumps`` escapes every control character itself.
 
 Exit codes (also in the README):
 
