@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from agent.fixes import FixQuestion  # imported when a fix is proposed, not at start
-    from protocol.messages import Rating
+    from protocol.messages import ConsentRequest, Rating
 
 from agent.config import CONFIG_ENV, AgentConfig, ConfigError, default_config_path
 
@@ -54,7 +54,21 @@ ConfigOpt = Annotated[
 
 
 def _say(message: str) -> None:
-    print(message, flush=True)
+    from protocol.text import visible
+
+    # messages quote the controller (a reason, a refusal): shown, never obeyed
+    print(visible(message), flush=True)
+
+
+def _log_to_stderr() -> None:
+    """Library warnings to stderr, escaped: they may quote what the controller sent."""
+    import logging
+
+    from protocol.text import SafeLogFormatter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(SafeLogFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
 
 
 def _home(option: Path | None) -> object:
@@ -82,8 +96,8 @@ def _run(
 ) -> int:
     from agent.connection import AgentRunner
     from agent.state import AgentHome, StateError
-    from protocol.messages import ConsentRequest
 
+    _log_to_stderr()
     try:
         config = AgentConfig.load(config_path or default_config_path())
     except ConfigError as exc:
@@ -104,16 +118,7 @@ def _run(
         )
 
     async def consent(request: ConsentRequest) -> bool:
-        level = f" ({request.technician.level})" if request.technician.level else ""
-        print(
-            "\nA helpline technician asks to connect to this machine.\n"
-            f"  technician: {request.technician.name}{level}\n"
-            f"  ticket:     {request.ticket.id} \u2014 {request.ticket.title} "
-            f"[{request.ticket.customer}]\n"
-            f"  may:        {', '.join(SCOPE_TEXT.get(s, s) for s in request.scopes)}\n"
-            f"  until:      {request.expires_at:%Y-%m-%d %H:%M} UTC (or until you end it)\n",
-            flush=True,
-        )
+        print(consent_screen(request), flush=True)
         if yes:
             print("Allowed (--yes).", flush=True)
             return True
@@ -128,22 +133,7 @@ def _run(
         return answer.strip().lower() in ("y", "yes")
 
     async def ask_fix(question: FixQuestion) -> bool:
-        fix = question.fix
-        level = f" ({question.level})" if question.level else ""
-        lines = [
-            "",
-            f"The technician {question.technician}{level} proposes a fix for "
-            f"{question.ticket} \u2014 {question.ticket_title}:",
-            f"  {fix.title}",
-            *(f"  {line}" for line in fix.description.splitlines()),
-            f"  can be undone: {'yes' if fix.reversible or fix.undo else 'no'}"
-            f"{'; needs administrator rights' if fix.needs_root else ''}",
-        ]
-        for name, value in question.values.items():
-            lines.append(f"  {name} = {value}")
-            if name in question.notes:
-                lines.append(f"      ({question.notes[name]})")
-        print("\n".join(lines), flush=True)
+        print(fix_screen(question), flush=True)
         print(
             f"Run it? [y/N] (no answer in {FIX_CONSENT_SECONDS:g} s counts as no) ",
             end="",
@@ -254,8 +244,67 @@ async def _read_line() -> str:
 
 SCOPE_TEXT = {
     "diagnostics:read": "read diagnostics (system, CPU, memory, disks, network, processes, "
-    "services, error logs, clock, pending updates, battery, sensors; secrets masked)"
+    "services, error logs, clock, pending updates, battery, sensors; secrets masked)",
+    "fixes:propose": "propose fixes from the signed catalogue (each runs only if you say yes "
+    "to it, or allowed it in advance)",
 }
+
+#: how much of each remote text a prompt shows: every value stays on one line of a usual
+#: terminal, so what the customer is asked to allow cannot be pushed off the screen
+SHOW_NAME, SHOW_TITLE, SHOW_VALUE = 60, 100, 200
+
+
+def consent_screen(request: ConsentRequest) -> str:
+    """The session question: the technician's text one clipped line each, then our own.
+
+    Everything the technician typed (name, ticket title, customer) is shown with its
+    control characters made visible and on its own line; what the session may do is
+    written by this agent from its own table, last, right above the question, so no
+    title can forge or hide it.
+    """
+    from protocol.text import one_line
+
+    who = request.technician
+    level = f" ({one_line(who.level, 8)})" if who.level else ""
+    ticket = request.ticket
+    scopes = [SCOPE_TEXT.get(s) or f"unknown permission {one_line(s, 40)}" for s in request.scopes]
+    return "\n".join(
+        [
+            "",
+            "A helpline technician asks to connect to this machine.",
+            f"  technician: {one_line(who.name, SHOW_NAME)}{level}",
+            f"  ticket:     {one_line(ticket.id, 32)} \u2014 {one_line(ticket.title, SHOW_TITLE)}",
+            f"  customer:   {one_line(ticket.customer, SHOW_NAME)}",
+            f"  until:      {request.expires_at:%Y-%m-%d %H:%M} UTC (or until you end it)",
+            f"  may only:   {scopes[0] if scopes else 'nothing'}",
+            *(f"              {scope}" for scope in scopes[1:]),
+            "",
+        ]
+    )
+
+
+def fix_screen(question: FixQuestion) -> str:
+    """The fix question, shown the same way: remote text one visible line each."""
+    from protocol.text import one_line
+
+    fix = question.fix
+    level = f" ({one_line(question.level, 8)})" if question.level else ""
+    lines = [
+        "",
+        f"The technician {one_line(question.technician, SHOW_NAME)}{level} proposes a fix for "
+        f"{one_line(question.ticket, 32)} \u2014 {one_line(question.ticket_title, SHOW_TITLE)}:",
+        f"  {one_line(fix.title, SHOW_TITLE)}",
+        *(f"  {one_line(line, SHOW_VALUE)}" for line in fix.description.splitlines()),
+    ]
+    for name, value in question.values.items():
+        lines.append(f"  {one_line(name, SHOW_NAME)} = {one_line(value, SHOW_VALUE)}")
+        if name in question.notes:
+            lines.append(f"      ({one_line(question.notes[name], SHOW_VALUE)})")
+    lines.append(
+        f"  can be undone: {'yes' if fix.reversible or fix.undo else 'no'}"
+        f"{'; needs administrator rights' if fix.needs_root else ''}"
+    )
+    return "\n".join(lines)
 
 
 @app.command()

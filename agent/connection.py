@@ -44,6 +44,7 @@ from protocol.session import (
     RequestReceived,
     SessionLive,
 )
+from protocol.text import one_line
 
 HEARTBEAT_SECONDS = float(os.environ.get("HELPLINE_HEARTBEAT", "20"))
 BACKOFF_BASE = float(os.environ.get("HELPLINE_BACKOFF_BASE", "0.5"))
@@ -339,18 +340,20 @@ class AgentRunner:
                 "session_unknown",
             ):
                 self.home.clear_session()
-            raise Outcome(EXIT_REFUSED, f"the controller refused: {event.message}")
+            raise Outcome(EXIT_REFUSED, f"the controller refused: {one_line(event.message, 300)}")
         elif isinstance(event, Ended):
             self.home.clear_session()
             # consent ends with the session: nothing the customer allowed runs on while
             # they are asked for a rating
             for task in self._tasks:
                 task.cancel()
+            # the technician's reason: one line, so it cannot pose as our own messages
+            reason = one_line(event.reason, 300)
             if event.rating_invited:
-                self.say(f"session ended: {event.reason}")
+                self.say(f"session ended: {reason}")
                 await self._rate_after_end(self.machine)
                 raise Outcome(EXIT_OK, "goodbye")
-            raise Outcome(EXIT_OK, f"session ended: {event.reason}")
+            raise Outcome(EXIT_OK, f"session ended: {reason}")
 
     async def _on_live(self, started: SessionStarted) -> None:
         first = self.session is None
@@ -366,12 +369,13 @@ class AgentRunner:
         )
         if first:
             self.say(
-                f"session {started.session_id} is live for {started.ticket.id} "
-                f"({', '.join(started.scopes)}) until {started.expires_at:%H:%M} UTC.\n"
+                f"session {one_line(started.session_id, 64)} is live for "
+                f"{one_line(started.ticket.id, 32)} ({', '.join(started.scopes)}) "
+                f"until {started.expires_at:%H:%M} UTC.\n"
                 "Press Ctrl-C, or run `helpline-agent leave`, to end it at any time."
             )
         else:
-            self.say(f"reconnected; session {started.session_id} resumed")
+            self.say(f"reconnected; session {one_line(started.session_id, 64)} resumed")
         for _request_id, frame in self.home.outbox_pending():
             message = codec.decode(frame)
             if isinstance(message, Result):
@@ -413,7 +417,8 @@ class AgentRunner:
             data = await fixes.run(proposal, self._fix_policy, emit)
             result = Result(reply_to=proposal.id, ok=True, data=data, produced_at=datetime.now(UTC))
         except fixes.Refused as refused:
-            self.say(f"fix {proposal.fix_id} refused: {refused.message}")
+            why = one_line(refused.message, 300)
+            self.say(f"fix {one_line(proposal.fix_id, 48)} refused: {why}")
             result = Result(
                 reply_to=proposal.id,
                 ok=False,

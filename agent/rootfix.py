@@ -51,6 +51,7 @@ from agent.config import AgentConfig, ConfigError
 from agent.fixes import Emit, FixPolicy, Refused, execute, prepare
 from protocol.catalogue import Fix
 from protocol.messages import FixProposal
+from protocol.text import SafeLogFormatter
 
 #: where the .deb's socket unit listens
 DEFAULT_SOCKET: Final = "/run/helpline-agent-root.sock"
@@ -373,7 +374,10 @@ def main(argv: list[str] | None = None) -> int:
         help="listen here (without systemd); default: serve the connection on stdin",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
+    # refusals quote what the agent's user sent (paths, messages): escaped, one line each
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(SafeLogFormatter("%(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     if not sys.platform.startswith("linux"):
         log.error("the root helper runs on Linux only")
         return 2

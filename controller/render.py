@@ -1,8 +1,10 @@
 """Show diagnostics to a technician with rich: findings first, then the details, and diffs.
 
 A snapshot comes from the customer's machine, so every value in it is untrusted: text is
-never interpreted as rich markup (it always goes through ``Text``), and any section or
-field may be missing or of the wrong type (an older agent, a failed collector) without
+never interpreted as rich markup (it always goes through ``Text``), every string is shown
+on one line with its control characters made visible (``protocol.text.one_line``: a host
+name must not clear the screen or forge a line) before rich lays it out, and any section
+or field may be missing or of the wrong type (an older agent, a failed collector) without
 stopping the rest of the summary.
 """
 
@@ -14,6 +16,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+from protocol.text import one_line
 
 WARN_PERCENT = 80.0
 CRIT_PERCENT = 90.0
@@ -76,7 +80,7 @@ def _finding_body(finding: Mapping[str, Any]) -> Text:
         params = finding.get("fix_params")
         if isinstance(params, Mapping):
             for name, value in params.items():
-                text.append(f" --param {name}={value}")
+                text.append(one_line(f" --param {name}={value}"))
     return text
 
 
@@ -88,7 +92,8 @@ def render_snapshot(console: Console, snapshot: Mapping[str, Any]) -> None:
     if asked is None or "system" in asked:
         console.print(_header(snapshot))
     else:
-        console.print(Text(f"partial snapshot: {', '.join(sorted(asked))}", style="bold"))
+        shown = one_line(", ".join(sorted(asked)))
+        console.print(Text(f"partial snapshot: {shown}", style="bold"))
     if asked is None or asked & {"cpu", "memory"}:
         console.print(_load_line(snapshot))
     for line in (_network_line(snapshot), _state_line(snapshot)):
@@ -115,12 +120,13 @@ def render_snapshot(console: Console, snapshot: Mapping[str, Any]) -> None:
     errors = snapshot.get("errors")
     if isinstance(errors, Mapping):
         for name, message in errors.items():
-            console.print(Text(f"collector {name} failed: {message}", style="bold red"))
+            broken = one_line(f"collector {name} failed: {message}")
+            console.print(Text(broken, style="bold red"))
     taken_at = snapshot.get("taken_at")
     if isinstance(taken_at, str):
         duration = _num(snapshot.get("duration_ms"))
         took = f" in {duration:.0f} ms" if duration is not None else ""
-        console.print(Text(f"snapshot taken {taken_at}{took}", style="dim"))
+        console.print(Text(one_line(f"snapshot taken {taken_at}{took}"), style="dim"))
 
 
 def _header(snapshot: Mapping[str, Any]) -> Text:
@@ -143,8 +149,9 @@ def _header(snapshot: Mapping[str, Any]) -> Text:
     if users is not None:
         parts.append(f"{users:.0f} user{'' if users == 1 else 's'} logged in")
     timezone = system.get("timezone")
-    if isinstance(timezone, Mapping) and _str(timezone.get("name")):
-        parts.append(f"TZ {timezone.get('name')}")
+    zone = _str(timezone.get("name")) if isinstance(timezone, Mapping) else None
+    if zone:
+        parts.append(f"TZ {zone}")
     header = Text(hostname, style="bold")
     for part in parts:
         header.append(" · ")
@@ -194,7 +201,8 @@ def _network_line(snapshot: Mapping[str, Any]) -> Text | None:
     if isinstance(route, Mapping):
         v4 = route.get("ipv4")
         if isinstance(v4, Mapping):
-            parts.append(Text(f"gateway {v4.get('gateway')} via {v4.get('interface')}"))
+            gateway = one_line(f"gateway {v4.get('gateway')} via {v4.get('interface')}")
+            parts.append(Text(gateway))
         elif route.get("available") is True and not isinstance(route.get("ipv6"), Mapping):
             parts.append(Text("no default route", style="red"))
     dns = network.get("dns")
@@ -373,9 +381,11 @@ def render_diff(console: Console, diff: Mapping[str, Any]) -> None:
     if isinstance(before, Mapping) and isinstance(after, Mapping):
         console.print(
             Text(
-                f"{diff.get('ticket', '')}: snapshot #{before.get('attachment')} "
-                f"({before.get('taken_at')}) → #{after.get('attachment')} "
-                f"({after.get('taken_at')})",
+                one_line(
+                    f"{diff.get('ticket', '')}: snapshot #{before.get('attachment')} "
+                    f"({before.get('taken_at')}) → #{after.get('attachment')} "
+                    f"({after.get('taken_at')})"
+                ),
                 style="bold",
             )
         )
@@ -477,7 +487,7 @@ def _rows(value: Any) -> list[Mapping[str, Any]]:
 def _strings(value: Any) -> list[str]:
     if not isinstance(value, Sequence) or isinstance(value, str):
         return []
-    return [str(item) for item in value if isinstance(item, str | int | float)]
+    return [one_line(str(item)) for item in value if isinstance(item, str | int | float)]
 
 
 def _num(value: Any) -> float | None:
@@ -487,4 +497,5 @@ def _num(value: Any) -> float | None:
 
 
 def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+    """A non-empty string from the snapshot, on one line with its controls made visible."""
+    return one_line(value) if isinstance(value, str) and value else None

@@ -6,11 +6,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from controller.cli.common import HomeOpt, JsonOpt, run_client
 from controller.cli.output import emit, fail, stderr, stdout
 from controller.client import Connection
+from protocol.text import one_line
 
 audit_app = typer.Typer(help="Read, export and verify the audit log.", no_args_is_help=True)
 
@@ -41,15 +44,20 @@ def audit_log(
     def render(events: list[dict[str, Any]]) -> None:
         table = Table("seq", "at", "type", "actor", "source", "ticket", "session", "details")
         for e in events:
-            table.add_row(
-                str(e["seq"]),
-                e["at"][:19].replace("T", " "),
+            # details quote what clients sent (codes, reasons, host names): Text, never
+            # markup, and one line per field
+            cells = (
                 e["type"],
                 e["actor"] or "",
                 e["source"] or "",
                 e["ticket"] or "",
                 e["session"] or "",
                 str(e["details"] or ""),
+            )
+            table.add_row(
+                str(e["seq"]),
+                e["at"][:19].replace("T", " "),
+                *(Text(one_line(str(cell))) for cell in cells),
             )
         stdout.print(table)
 
@@ -139,7 +147,7 @@ def audit_verify(
                 f"{r['checkpoints']} signed checkpoints, head {r['head'][:16]}…"
             )
         else:
-            stdout.print(f"[bold red]audit log TAMPERED:[/] {r['problem']}", soft_wrap=True)
+            stdout.print(f"[bold red]audit log TAMPERED:[/] {escape(r['problem'])}", soft_wrap=True)
             signing = r.get("signing") or {}
             if signing.get("signing") == "stopped":
                 stdout.print(
@@ -148,7 +156,7 @@ def audit_verify(
                     soft_wrap=True,
                 )
         for note in r.get("notes") or []:
-            stdout.print(f"note: {note}", soft_wrap=True)
+            stdout.print(f"note: {escape(note)}", soft_wrap=True)
 
     emit(report, as_json, render)
     if not report["ok"]:
@@ -195,7 +203,7 @@ def audit_accept(
         as_json,
         lambda d: stdout.print(
             f"accepted the audit chain (event {d['accepted_seq']} records it); "
-            f"signing again from event {d['signed_seq']}. What was wrong: {d['problem']}",
+            f"signing again from event {d['signed_seq']}. What was wrong: {escape(d['problem'])}",
             soft_wrap=True,
         ),
     )

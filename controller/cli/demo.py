@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from controller.cli.output import stderr, stdout
 from controller.client import ClientError, Connection, load_client_settings
 from controller.home import ControllerHome
@@ -78,7 +80,7 @@ async def _journey(home: Path, base: Path) -> int:
                 await asyncio.sleep(0.05)
             if not live:
                 output = agent.stdout.read().decode() if agent.stdout else ""
-                stderr.print(f"[red]the agent did not join:[/]\n{output}")
+                stderr.print(f"[red]the agent did not join:[/]\n{escape(output)}")
                 return 1
             stdout.print(
                 f"[bold]4.[/] customer agent joined with consent: session "
@@ -123,7 +125,7 @@ def run_demo(keep: bool) -> int:
         stdout.print(f"   controller serving on {url}")
         return asyncio.run(_journey(home, base))
     except (ClientError, RuntimeError) as exc:
-        stderr.print(f"[red]demo failed:[/] {exc}")
+        stderr.print(f"[red]demo failed:[/] {escape(str(exc))}")
         return 1
     finally:
         if server is not None:

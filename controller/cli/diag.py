@@ -10,12 +10,15 @@ import time
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperGroup
 
 from controller.cli.common import HomeOpt, JsonOpt, TicketArg, run_client
-from controller.cli.output import emit, fail, stderr, stdout
+from controller.cli.output import emit, fail, shown, stderr, stdout
 from controller.client import Connection
+from protocol.text import one_line
 
 DEFAULT_COMMAND = "run"
 
@@ -101,22 +104,23 @@ def run(
         with stderr.status("asking the agent…") as status:
 
             def show(stage: str) -> None:
-                status.update(f"{stage} · {time.monotonic() - began:.1f} s")
+                # the stage may quote the agent: never markup, always one line
+                status.update(Text(f"{one_line(stage, 200)} · {time.monotonic() - began:.1f} s"))
 
             return await c.call("diag.run", params, on_progress=show)
 
     def render(d: dict[str, Any]) -> None:
         if not d["ok"]:
-            stderr.print(f"[red]the agent reported an error:[/] {d['error']}", highlight=False)
+            error = shown(d["error"])
+            stderr.print(f"[red]the agent reported an error:[/] {error}", highlight=False)
         render_diagnostics(stdout, d["data"], d.get("findings") if d["ok"] else None)
         if d.get("articles"):
             stdout.rule("knowledge base", style="dim")
             for article in d["articles"]:
-                about = ", ".join(article["findings"] + article["fixes"])
-                stdout.print(
-                    f"  {article['id']}  {article['title']}  [dim]({about})[/]", highlight=False
-                )
-        stdout.print(f"[dim]attached to {d['ticket']} (request {d['request']})[/]")
+                about = escape(", ".join(article["findings"] + article["fixes"]))
+                title = shown(article["title"])
+                stdout.print(f"  {article['id']}  {title}  [dim]({about})[/]", highlight=False)
+        stdout.print(f"[dim]attached to {shown(d['ticket'])} (request {shown(d['request'])})[/]")
 
     emit(run_client(home, work), as_json, render)
 

@@ -10,8 +10,9 @@ import typer
 from rich.table import Table
 
 from controller.cli.common import HomeOpt, JsonOpt, TicketArg, run_client
-from controller.cli.output import emit, fail, stderr, stdout
+from controller.cli.output import emit, fail, shown, stderr, stdout
 from controller.client import Connection
+from protocol.text import visible
 
 fixes_app = typer.Typer(
     help="The signed fix catalogue: make a key, sign, publish, list.", no_args_is_help=True
@@ -149,6 +150,14 @@ def fix(
         list[str] | None, typer.Option("--param", help="NAME=VALUE; repeatable.")
     ] = None,
     home: HomeOpt = None,
+    raw: Annotated[
+        bool,
+        typer.Option(
+            "--raw",
+            help="Stream the fix's output exactly as the agent sent it, control characters "
+            "and all (by default they are shown as ^[ and the like).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Propose a fix to the ticket's agent; its output streams here live."""
@@ -159,14 +168,16 @@ def fix(
             if as_json:
                 return
             if stream == "status":
-                stderr.print(f"[dim]· {data}[/]", highlight=False)
+                stderr.print(f"[dim]· {shown(data)}[/]", highlight=False)
             else:
-                (sys.stdout if stream == "stdout" else sys.stderr).write(data)
+                # the customer's machine writes to this terminal: it may show, not command
+                text = data if raw else visible(data)
+                (sys.stdout if stream == "stdout" else sys.stderr).write(text)
                 (sys.stdout if stream == "stdout" else sys.stderr).flush()
 
         def progress(stage: str) -> None:
             if not as_json:
-                stderr.print(f"[dim]· {stage}[/]", highlight=False)
+                stderr.print(f"[dim]· {shown(stage)}[/]", highlight=False)
 
         return await c.call(
             "fix.run",
@@ -180,21 +191,23 @@ def fix(
     def render(d: dict[str, Any]) -> None:
         status = d.get("status")
         if status == "refused":
-            stdout.print(f"[bold red]not run:[/] {d.get('error')}")
+            stdout.print(f"[bold red]not run:[/] {shown(d.get('error'))}")
             return
         colour = "green" if status == "succeeded" else "red"
-        stdout.print(
-            f"[bold {colour}]{d['fix']} {status}[/] (exit {d.get('exit_code')}, "
-            f"{d.get('duration_ms')} ms, consent: {d.get('consent')})"
+        # the agent wrote most of these fields: never markup, always one line
+        summary = shown(
+            f"(exit {d.get('exit_code')}, {d.get('duration_ms')} ms, consent: {d.get('consent')})"
         )
+        headline = shown(f"{d['fix']} {status}")
+        stdout.print(f"[bold {colour}]{headline}[/] {summary}")
         for stream in ("stdout", "stderr"):
             if d.get("truncated", {}).get(stream):
                 stdout.print(f"[yellow]{stream} was truncated[/]")
         check = d.get("verification")
         if check and check.get("checked"):
             verdict = "[green]cleared[/]" if check["cleared"] else "[red]still there[/]"
-            stdout.print(f"finding {check['targets']}: {verdict}")
-        stdout.print(f"[dim]attached to {d['ticket']} (request {d['request']})[/]")
+            stdout.print(f"finding {shown(check['targets'])}: {verdict}")
+        stdout.print(f"[dim]attached to {shown(d['ticket'])} (request {shown(d['request'])})[/]")
 
     emit(result, as_json, render)
     if result.get("status") == "refused":

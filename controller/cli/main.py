@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from controller.cli.audit import audit_app
@@ -103,12 +104,13 @@ def serve(
 
     from controller.home import ControllerHome, HomeError, parse_listen
     from controller.server import run_server
+    from protocol.text import SafeLogFormatter
 
     debug = bool(os.environ.get("HELPLINE_DEBUG"))
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # log lines quote what clients sent; the formatter escapes them for every call site
+    handler = logging.StreamHandler()
+    handler.setFormatter(SafeLogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=[handler])
     if not debug:
         # "connection open/closed" for every agent: 60,000 lines when 10,000 reconnect;
         # who connected, resumed and left is in the audit log already
@@ -248,7 +250,8 @@ def end_session(
         run_client(home, lambda c: c.call("session.end", params)),
         as_json,
         lambda d: stdout.print(
-            f"ended {len(d['ended'])} session(s) on {d['ticket']}: {d['reason']}", highlight=False
+            f"ended {len(d['ended'])} session(s) on {d['ticket']}: {escape(d['reason'])}",
+            highlight=False,
         ),
     )
 
@@ -364,6 +367,6 @@ def run() -> None:
     except Exception as exc:
         if os.environ.get("HELPLINE_DEBUG"):
             raise
-        stderr.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}")
+        stderr.print(f"[bold red]error:[/] {escape(f'{type(exc).__name__}: {exc}')}")
         stderr.print("[dim]set HELPLINE_DEBUG=1 for a traceback[/]")
         sys.exit(1)

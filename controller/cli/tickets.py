@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from controller.cli.common import HomeOpt, JsonOpt, TicketArg, run_client
-from controller.cli.output import emit, fail, stdout
+from controller.cli.output import emit, fail, shown, stdout
 
 ticket_app = typer.Typer(
     help="Tickets: open, list, show, assign, note, wait, resume, escalate, resolve, close, reopen.",
@@ -92,10 +92,10 @@ def ticket_table(tickets: list[dict[str, Any]]) -> None:
             t["priority"],
             _STATE.get(t["state"], t["state"]),
             t.get("level", "L1"),
-            escape(t.get("assignee") or "-"),
+            shown(t.get("assignee") or "-"),
             _sla_cell(t),
-            escape(t["customer"]),
-            escape(t["title"]),
+            shown(t["customer"]),
+            shown(t["title"]),
         )
     stdout.print(table)
 
@@ -107,8 +107,8 @@ def sessions_table(sessions: list[dict[str, Any]]) -> None:
         table.add_row(
             s["id"],
             s["ticket"],
-            s["agent"],
-            s["technician"],
+            shown(s["agent"] or ""),
+            shown(s["technician"] or ""),
             s["state"],
             "[green]yes[/]" if s["connected"] else "no",
             s["expires_at"][:19].replace("T", " "),
@@ -150,7 +150,7 @@ def ticket_open(
     emit(
         _call(home, "ticket.open", params),
         as_json,
-        lambda d: stdout.print(f"opened [bold]{d['id']}[/]: {escape(d['title'])}"),
+        lambda d: stdout.print(f"opened [bold]{d['id']}[/]: {shown(d['title'])}"),
     )
 
 
@@ -193,18 +193,18 @@ def ticket_show(ticket: TicketArg, home: HomeOpt = None, as_json: JsonOpt = Fals
 def _render_ticket(d: dict[str, Any]) -> None:
     from controller.render import render_diagnostics
 
-    stdout.print(f"[bold]{d['id']}[/]  {escape(d['title'])}")
-    contact = f" ({escape(d['contact'])})" if d.get("contact") else ""
+    stdout.print(f"[bold]{d['id']}[/]  {shown(d['title'])}")
+    contact = f" ({shown(d['contact'])})" if d.get("contact") else ""
     stdout.print(
-        f"  customer  {escape(d['customer'])}{contact}   channel {d['channel']}"
-        f"   category {escape(d.get('category') or '-')}"
+        f"  customer  {shown(d['customer'])}{contact}   channel {d['channel']}"
+        f"   category {shown(d.get('category') or '-')}"
     )
     vendor = ""
     if d.get("vendor"):
-        vendor = f"   vendor {escape(d['vendor'])} {escape(d.get('vendor_ref') or '')}"
+        vendor = f"   vendor {shown(d['vendor'])} {shown(d.get('vendor_ref') or '')}"
     stdout.print(
         f"  {d['priority']} · {_STATE.get(d['state'], d['state'])} · {d['level']}"
-        f" · assignee {escape(d.get('assignee') or '-')}{vendor}"
+        f" · assignee {shown(d.get('assignee') or '-')}{vendor}"
     )
     if d.get("allowed"):
         stdout.print(f"  [dim]next: {', '.join(d['allowed'])}[/]")
@@ -214,19 +214,19 @@ def _render_ticket(d: dict[str, Any]) -> None:
     ):
         stdout.print(f"  SLA {name}: {_clock_text(clock)}")
     if d.get("resolution"):
-        stdout.print(f"  resolution: {escape(d['resolution'])}")
+        stdout.print(f"  resolution: {shown(d['resolution'])}")
     for link in d.get("links", []):
         stdout.print(
             f"  {link['kind'].replace('_', ' ')} {link['ticket']}: "
-            f"{escape(link.get('title') or '')} ({link.get('state')})"
+            f"{shown(link.get('title') or '')} ({link.get('state')})"
         )
     stdout.print("[bold]timeline[/]")
     for event in d.get("timeline", []):
-        actor = escape(event["actor"] or "customer")
-        stdout.print(f"  {_when(event['at'])}  {actor:<12} {escape(timeline_text(event))}")
+        actor = shown(event["actor"] or "customer")
+        stdout.print(f"  {_when(event['at'])}  {actor:<12} {shown(timeline_text(event))}")
     for r in d.get("ratings", []):
         stars = "★" * r["score"] + "☆" * (5 - r["score"])
-        comment = f": {escape(r['comment'])}" if r.get("comment") else ""
+        comment = f": {shown(r['comment'])}" if r.get("comment") else ""
         stdout.print(f"  rating {stars} {r['score']}/5{comment}")
     if d.get("sessions"):
         sessions_table(d["sessions"])
@@ -240,7 +240,7 @@ def _render_ticket(d: dict[str, Any]) -> None:
     if d.get("kb"):
         stdout.print("[bold]knowledge base[/] (may help)")
         for article in d["kb"]:
-            stdout.print(f"  {article['id']}  {escape(article['title'])}")
+            stdout.print(f"  {article['id']}  {shown(article['title'])}")
     deliveries = d.get("deliveries", [])
     if deliveries:
         pending = [x for x in deliveries if not x["delivered_at"]]
@@ -248,7 +248,7 @@ def _render_ticket(d: dict[str, Any]) -> None:
             f"[bold]webhooks[/] {len(deliveries) - len(pending)} delivered, {len(pending)} pending"
         )
         if pending and pending[0].get("last_error"):
-            line += f" (last error: {escape(pending[0]['last_error'])})"
+            line += f" (last error: {shown(pending[0]['last_error'])})"
         stdout.print(line)
     snapshots = [a for a in d["attachments"] if a["kind"] == "diagnostics"]
     if snapshots:
@@ -309,7 +309,7 @@ def _show_changed(verb: str) -> Any:
     def render(d: dict[str, Any]) -> None:
         stdout.print(
             f"{d['id']} {verb}: {d['state']}, {d['level']}, "
-            f"assignee {escape(d.get('assignee') or '-')}"
+            f"assignee {shown(d.get('assignee') or '-')}"
         )
 
     return render
@@ -413,7 +413,7 @@ def ticket_resolve(
         if d.get("article"):
             a = d["article"]
             linked = ", ".join(a["findings"] + a["fixes"]) or "no findings or fixes"
-            stdout.print(f"knowledge base: {a['id']} {escape(a['title'])} ({escape(linked)})")
+            stdout.print(f"knowledge base: {a['id']} {shown(a['title'])} ({shown(linked)})")
 
     emit(_call(home, "ticket.resolve", params), as_json, render)
 
@@ -486,7 +486,7 @@ def _render_report(d: dict[str, Any]) -> None:
     groups = [*(d["rows"] if d["by"] else []), d["total"]]
     table = Table(
         "",
-        *(escape(g["group"]) for g in groups),
+        *(shown(g["group"]) for g in groups),
         title=f"KPIs {_when(d['since'])} to {_when(d['until'])} UTC"
         + (f", by {d['by']}" if d["by"] else ""),
     )
@@ -508,7 +508,7 @@ def _render_report(d: dict[str, Any]) -> None:
     stdout.print(table)
     stdout.print(
         "[dim]Times are SLA-clock time: working hours of the priority's calendar, waiting "
-        f"on the customer excluded. Policy: {escape(d['policy'])}[/]"
+        f"on the customer excluded. Policy: {shown(d['policy'])}[/]"
     )
 
 
@@ -541,7 +541,7 @@ def kb_search(
             return
         for hit in hits:
             snippet = escape(hit["snippet"]).replace("«", "[bold]").replace("»", "[/bold]")
-            stdout.print(f"[bold]{hit['id']}[/]  {escape(hit['title'])}")
+            stdout.print(f"[bold]{hit['id']}[/]  {shown(hit['title'])}")
             stdout.print(f"    {snippet}")
 
     emit(_call(home, "kb.search", {"words": " ".join(words), "limit": limit}), as_json, render)
@@ -556,12 +556,12 @@ def kb_show(
     """Show an article."""
 
     def render(a: dict[str, Any]) -> None:
-        stdout.print(f"[bold]{a['id']}[/]  {escape(a['title'])}")
+        stdout.print(f"[bold]{a['id']}[/]  {shown(a['title'])}")
         source = f" from {a['ticket']}" if a.get("ticket") else ""
-        stdout.print(f"[dim]by {escape(a['author'])}{source}, {_when(a['created_at'])} UTC[/]")
+        stdout.print(f"[dim]by {shown(a['author'])}{source}, {_when(a['created_at'])} UTC[/]")
         for label, refs in (("findings", a["findings"]), ("fixes", a["fixes"])):
             if refs:
-                stdout.print(f"[dim]{label}: {escape(', '.join(refs))}[/]")
+                stdout.print(f"[dim]{label}: {shown(', '.join(refs))}[/]")
         stdout.print(escape(a["body"]))
 
     emit(_call(home, "kb.show", {"article": article}), as_json, render)
@@ -580,9 +580,9 @@ def kb_list(
         for a in articles:
             table.add_row(
                 a["id"],
-                escape(a["title"]),
+                shown(a["title"]),
                 a.get("ticket") or "-",
-                escape(", ".join(a["findings"] + a["fixes"])),
+                shown(", ".join(a["findings"] + a["fixes"])),
                 _when(a["created_at"]),
             )
         stdout.print(table)
@@ -605,7 +605,7 @@ def kb_add(
     emit(
         _call(home, "kb.add", params),
         as_json,
-        lambda a: stdout.print(f"wrote [bold]{a['id']}[/]: {escape(a['title'])}"),
+        lambda a: stdout.print(f"wrote [bold]{a['id']}[/]: {shown(a['title'])}"),
     )
 
 
@@ -629,8 +629,8 @@ def webhook_add(
     params = {"url": url, "events": event or [], "secret": secret}
 
     def render(d: dict[str, Any]) -> None:
-        stdout.print(f"webhook [bold]{d['id']}[/] → {escape(d['url'])} ({', '.join(d['events'])})")
-        stdout.print(f"signing secret (shown once): [bold]{escape(d['secret'])}[/]")
+        stdout.print(f"webhook [bold]{d['id']}[/] → {shown(d['url'])} ({', '.join(d['events'])})")
+        stdout.print(f"signing secret (shown once): [bold]{shown(d['secret'])}[/]")
 
     emit(_call(home, "webhook.add", params), as_json, render)
 
@@ -648,12 +648,12 @@ def webhook_list(
         for h in hooks:
             table.add_row(
                 str(h["id"]) + (" (removed)" if h["removed_at"] else ""),
-                escape(h["url"]),
+                shown(h["url"]),
                 ", ".join(h["events"]),
                 str(h["pending"]),
                 str(h["failures"]),
                 _when(h["next_attempt_at"]),
-                escape(h["last_error"] or ""),
+                shown(h["last_error"] or ""),
             )
         stdout.print(table)
 
@@ -707,7 +707,7 @@ def webhook_log(
                 x["type"],
                 str(x["webhook"]),
                 str(x["attempts"]),
-                str(x["last_status"] or escape(x["last_error"] or "-")),
+                str(x["last_status"] or shown(x["last_error"] or "-")),
                 _when(x["delivered_at"]) if x["delivered_at"] else "[yellow]pending[/]",
             )
         stdout.print(table)
@@ -719,19 +719,19 @@ def webhook_log(
 
 
 def _render_policy(p: dict[str, Any]) -> None:
-    stdout.print(f"SLA policy: {escape(p['source'])} (at risk below {p['at_risk'] * 100:.0f} %)")
+    stdout.print(f"SLA policy: {shown(p['source'])} (at risk below {p['at_risk'] * 100:.0f} %)")
     table = Table("priority", "calendar", "first response", "resolution", "escalate at risk")
     for priority, t in p["priorities"].items():
         table.add_row(
             priority,
-            escape(t["calendar"]),
+            shown(t["calendar"]),
             human(t["first_response_s"]),
             human(t["resolution_s"]),
             t["escalate_at_risk"] or "-",
         )
     stdout.print(table)
     for name, text in p["calendars"].items():
-        stdout.print(f"  {escape(name)}: {escape(text)}")
+        stdout.print(f"  {shown(name)}: {shown(text)}")
 
 
 @sla_app.command("show")
