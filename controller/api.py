@@ -414,8 +414,19 @@ class Api:
         limit = params.get("limit", 1000)
         if not isinstance(limit, int) or not 1 <= limit <= 100_000:
             raise ApiError("bad_request", "limit must be 1 to 100000")
+        from controller.audit import EVENT_TYPES, ROUTINE_TYPES, match_types
+
+        types = None
+        if params.get("type"):
+            # a type no longer written still names its old events
+            known = EVENT_TYPES | await self.store.audit_types()
+            try:
+                types = match_types(str(params["type"]), known)
+            except ValueError as exc:
+                raise ApiError("bad_request", str(exc)) from None
         events = await self.store.audit_events(
-            type=params.get("type"),
+            types=types,
+            hide_types=() if params.get("all") or types is not None else ROUTINE_TYPES,
             ticket_id=ticket,
             session_id=params.get("session"),
             actor=params.get("actor"),
@@ -547,14 +558,22 @@ class Api:
 
 
 def parse_since(text: str) -> datetime:
-    """``30m``, ``24h``, ``7d`` ago, or an ISO-8601 time."""
-    units = {"m": 60, "h": 3600, "d": 86400}
-    if text and text[-1] in units and text[:-1].isdigit():
-        return utcnow() - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    """An age (``30m``, ``24h``, ``7d``, ``1d12h``: :mod:`controller.durations`) ago, or an
+    ISO-8601 time."""
+    from controller.durations import DurationError, parse_seconds
+
+    if not text.isdigit():  # 20260401 is a basic-format ISO date, not an age in seconds
+        try:
+            return utcnow() - timedelta(seconds=parse_seconds(text))
+        except DurationError:
+            pass
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise ApiError("bad_request", f"since: not a time or age: {text!r}") from None
+        raise ApiError(
+            "bad_request",
+            f"since: not a time or age: {text!r} (an ISO time, or an age: 30m, 24h, 7d, 1d12h)",
+        ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import json
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -31,6 +33,41 @@ from protocol.signing import b64e
 log = logging.getLogger("helpline.audit")
 
 BATCH_LIMIT = 512
+
+#: every type the controller writes; ``audit log --type`` takes these and patterns of them
+EVENT_TYPES: Final = frozenset(
+    {
+        "agent.disconnected", "agent.joined", "agent.left", "agent.reconnected",
+        "agent.resume_refused", "api.forbidden", "audit.exported", "audit.verified",
+        "auth.failed", "auth.ok", "catalogue.key_pinned", "catalogue.publish_refused",
+        "catalogue.published", "code.failed", "code.issued", "code.rate_limited", "code.used",
+        "consent.asked", "consent.given", "consent.refused", "consent.revoked",
+        "diag.requested", "diag.result", "fix.approved", "fix.declined", "fix.finished",
+        "fix.proposed", "fix.refused", "protocol.error", "result.refused", "session.ended",
+        "ticket.assigned", "ticket.escalated", "ticket.opened", "ticket.state_changed",
+        "user.added", "user.removed", "user.role_changed",
+        "webhook.added", "webhook.removed", "webhook.retried",
+    }
+)  # fmt: skip
+#: one per CLI call: kept in the chain, but ``audit log`` shows them only with ``--all``
+#: (or when ``--type`` asks for them), so the log reads as what happened
+ROUTINE_TYPES: Final = ("auth.ok",)
+
+
+def match_types(patterns: str, known: Iterable[str]) -> list[str]:
+    """The known types that ``patterns`` (comma-separated, ``*`` and ``?`` wildcards)
+    name; a ValueError listing the known types if one of them names none."""
+    names = sorted(set(known))
+    wanted: set[str] = set()
+    for pattern in (p.strip() for p in patterns.split(",")):
+        hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)] if pattern else []
+        if not hits:
+            raise ValueError(
+                f"no audit event type matches {pattern!r}; the types are: {', '.join(names)} "
+                "(patterns like 'consent.*' work)"
+            )
+        wanted.update(hits)
+    return sorted(wanted)
 
 
 class AuditTampered(Exception):
