@@ -19,7 +19,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
-from controller import codes
+from controller import codes, logs
 from controller.store import Attachment, Session, Ticket, User
 from protocol import codec, signing
 from protocol.api import ApiServer, AuthRequested, CallReceived
@@ -265,11 +265,25 @@ class Api:
                 )
             result = await handler(self, caller, params, progress)
             machine.reply(call_id, result)
+            outcome = "ok"
         except ApiError as exc:
             machine.reply_error(call_id, exc.code, exc.message)
+            outcome = exc.code
         except Exception as exc:  # one bad call must not take the connection down
             log.exception("API call %s failed", method)
             machine.reply_error(call_id, "internal", f"{type(exc).__name__}: {exc}")
+            outcome = "internal"
+        # the method and its outcome only: params may hold secrets (a webhook's)
+        logs.event(
+            log,
+            "api.call",
+            {
+                "method": method[:100],
+                "user": caller.user.name,
+                "source": caller.source,
+                "result": outcome,
+            },
+        )
         with contextlib.suppress(ConnectionClosed):
             await flush()
 
@@ -326,7 +340,15 @@ class Api:
             ticket_id=ticket.id,
             details={"expires_at": expires_at.isoformat()},
         )
-        return {"code": code, "ticket": f"T-{ticket.id}", "expires_at": expires_at.isoformat()}
+        from controller.artefacts import kinds
+
+        return {
+            "code": code,
+            "ticket": f"T-{ticket.id}",
+            "expires_at": expires_at.isoformat(),
+            # the agents built here, newest kind first: the CLI prints their join commands
+            "agents": kinds(self.controller.home.path),
+        }
 
     async def sessions_list(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
         sessions = await self.store.list_sessions(live_only=not params.get("all", False))

@@ -25,7 +25,7 @@ from typing import Any, Final
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from controller import auditchain
+from controller import auditchain, logs
 from controller.store import AuditEvent, NewAuditEvent, Store
 from controller.tls import write_secret
 from protocol.signing import b64e
@@ -68,6 +68,24 @@ def match_types(patterns: str, known: Iterable[str]) -> list[str]:
             )
         wanted.update(hits)
     return sorted(wanted)
+
+
+def _log_event(type: str, fields: dict[str, Any]) -> None:
+    """The event as one log line too (``helpline serve``'s log reads as what happened)."""
+    if type not in EVENT_TYPES:
+        log.warning("audit event type %r is not in EVENT_TYPES: audit log --type misses it", type)
+    ticket = fields.get("ticket_id")
+    line: dict[str, Any] = {
+        "actor": fields.get("actor"),
+        "source": fields.get("source"),
+        "ticket": f"T-{ticket}" if ticket else None,
+        "session": fields.get("session_id"),
+        "agent": fields.get("agent_id"),
+    }
+    for name, value in (fields.get("details") or {}).items():
+        line.setdefault(name, value)
+    # auth.ok comes once per CLI call: in the audit log, but noise in the server's log
+    logs.event(log, type, line, logging.DEBUG if type in ROUTINE_TYPES else logging.INFO)
 
 
 class AuditTampered(Exception):
@@ -175,6 +193,7 @@ class AuditLog:
         """Append one event; returns once it is durable."""
         done: asyncio.Future[AuditEvent] = asyncio.get_running_loop().create_future()
         fields.setdefault("details", {})
+        _log_event(type, fields)
         self._queue.put_nowait(_Pending(NewAuditEvent(utcnow(), type, **fields), done))
         if not self._tasks:
             # no writer running (e.g. one-shot admin commands): write inline

@@ -200,7 +200,6 @@ class Controller:
             source=self.source(connection),
             details={"endpoint": endpoint, "code": exc.code, "reason": exc.reason},
         )
-        log.warning("%s %s: %s", endpoint, self.source(connection), exc.reason)
 
     # -- agent endpoint -------------------------------------------------------------
 
