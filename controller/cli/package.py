@@ -67,6 +67,15 @@ def _config_text(
     return text, target.path, fix_key
 
 
+def _record(home: Path, kind: str, built: Built, fix_key: str | None) -> None:
+    try:
+        artefacts.record(home, kind, built.path, built.sha256, fix_key)
+    except OSError as exc:  # the agent is built; only the hints for later are lost
+        stderr.print(
+            f"[yellow]warning:[/] cannot record the build in {home}: {exc}", highlight=False
+        )
+
+
 def _collect() -> Bundle:
     from helpline_packaging.bundle import BundleError, collect
 
@@ -121,7 +130,7 @@ def agent(
         built = build_pyz(bundle, config, out)
     except OSError as exc:
         fail("bad_request", f"cannot write to {out}: {exc}")
-    artefacts.record(target, "pyz", built.path, built.sha256, fix_key)
+    _record(target, "pyz", built, fix_key)
     _report("single-file agent", built, bundle, started, as_json, fix_key)
 
 
@@ -149,5 +158,5 @@ def deb(
         fail("not_configured", str(exc))
     except OSError as exc:
         fail("bad_request", f"cannot write to {out}: {exc}")
-    artefacts.record(target, "deb", built.path, built.sha256, fix_key)
+    _record(target, "deb", built, fix_key)
     _report(".deb", built, bundle, started, as_json, fix_key)

@@ -746,7 +746,13 @@ def _render_policy(p: dict[str, Any]) -> None:
 @sla_app.command("show")
 def sla_show(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """The policy the controller runs with."""
-    emit(_call(home, "sla.policy"), as_json, _render_policy)
+
+    def render(p: dict[str, Any]) -> None:
+        _render_policy(p)
+        for warning in p.get("warnings", []):
+            stdout.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+
+    emit(_call(home, "sla.policy"), as_json, render)
 
 
 @sla_app.command("check")
