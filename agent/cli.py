@@ -19,6 +19,7 @@ import typer
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from agent.connection import ConsentReply
     from agent.fixes import FixQuestion  # imported when a fix is proposed, not at start
     from protocol.messages import ConsentRequest, Rating
 
@@ -117,11 +118,11 @@ def _run(
             "end it first with `helpline-agent leave`"
         )
 
-    async def consent(request: ConsentRequest) -> bool:
+    async def consent(request: ConsentRequest) -> ConsentReply:
         print(consent_screen(request), flush=True)
         if yes:
             print("Allowed (--yes).", flush=True)
-            return True
+            return "granted"
         print(
             f"Allow? [y/N] (no answer in {CONSENT_SECONDS:g} s counts as no) ", end="", flush=True
         )
@@ -129,8 +130,10 @@ def _run(
             answer = await asyncio.wait_for(_read_line(), CONSENT_SECONDS)
         except TimeoutError:
             print("\nNo answer: declined.", flush=True)
-            return False
-        return answer.strip().lower() in ("y", "yes")
+            return "timed_out"
+        if not answer:  # end of input: nobody at a terminal could answer
+            return "no_input"
+        return "granted" if answer.strip().lower() in ("y", "yes") else "declined"
 
     async def ask_fix(question: FixQuestion) -> bool:
         print(fix_screen(question), flush=True)

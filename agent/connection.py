@@ -16,7 +16,7 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from agent import __version__
 from agent.config import AgentConfig
@@ -33,6 +33,7 @@ from protocol.messages import (
     FixProposal,
     Ping,
     Rating,
+    Refusal,
     Result,
     SessionStarted,
 )
@@ -72,7 +73,9 @@ class Dropped(Exception):
     """The connection failed or fell; worth a reconnect if a session is live."""
 
 
-Consent = Callable[[ConsentRequest], Awaitable[bool]]
+#: the customer's answer to a join: "granted", or why not (protocol.messages.Refusal)
+ConsentReply = Literal["granted", "declined", "timed_out", "no_input"]
+Consent = Callable[[ConsentRequest], Awaitable[ConsentReply]]
 Ask = Callable[[Any], Awaitable[bool]]  # agent.fixes.FixQuestion -> yes/no
 Say = Callable[[str], None]
 Rate = Callable[[], Awaitable[Rating | None]]  # ask the customer for a rating, or None
@@ -322,8 +325,10 @@ class AgentRunner:
     async def _on_event(self, event: object) -> None:
         assert self.machine is not None
         if isinstance(event, ConsentNeeded):
-            granted = await self.consent(event.request)
-            self.machine.answer_consent(granted, self.allow, self.config.unattended)
+            reply = await self.consent(event.request)
+            granted = reply == "granted"
+            refusal: Refusal | None = None if reply == "granted" else reply
+            self.machine.answer_consent(granted, self.allow, self.config.unattended, refusal)
             if not granted:
                 await self._flush()
                 raise Outcome(EXIT_DECLINED, "you declined; no session was started")

@@ -19,7 +19,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
-from controller import codes
+from controller import codes, logs
 from controller.store import Attachment, Session, Ticket, User
 from protocol import codec, signing
 from protocol.api import ApiServer, AuthRequested, CallReceived
@@ -265,11 +265,25 @@ class Api:
                 )
             result = await handler(self, caller, params, progress)
             machine.reply(call_id, result)
+            outcome = "ok"
         except ApiError as exc:
             machine.reply_error(call_id, exc.code, exc.message)
+            outcome = exc.code
         except Exception as exc:  # one bad call must not take the connection down
             log.exception("API call %s failed", method)
             machine.reply_error(call_id, "internal", f"{type(exc).__name__}: {exc}")
+            outcome = "internal"
+        # the method and its outcome only: params may hold secrets (a webhook's)
+        logs.event(
+            log,
+            "api.call",
+            {
+                "method": method[:100],
+                "user": caller.user.name,
+                "source": caller.source,
+                "result": outcome,
+            },
+        )
         with contextlib.suppress(ConnectionClosed):
             await flush()
 
@@ -326,7 +340,15 @@ class Api:
             ticket_id=ticket.id,
             details={"expires_at": expires_at.isoformat()},
         )
-        return {"code": code, "ticket": f"T-{ticket.id}", "expires_at": expires_at.isoformat()}
+        from controller.artefacts import kinds
+
+        return {
+            "code": code,
+            "ticket": f"T-{ticket.id}",
+            "expires_at": expires_at.isoformat(),
+            # the agents built here, newest kind first: the CLI prints their join commands
+            "agents": kinds(self.controller.home.path),
+        }
 
     async def sessions_list(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
         sessions = await self.store.list_sessions(live_only=not params.get("all", False))
@@ -414,8 +436,19 @@ class Api:
         limit = params.get("limit", 1000)
         if not isinstance(limit, int) or not 1 <= limit <= 100_000:
             raise ApiError("bad_request", "limit must be 1 to 100000")
+        from controller.audit import EVENT_TYPES, ROUTINE_TYPES, match_types
+
+        types = None
+        if params.get("type"):
+            # a type no longer written still names its old events
+            known = EVENT_TYPES | await self.store.audit_types()
+            try:
+                types = match_types(str(params["type"]), known)
+            except ValueError as exc:
+                raise ApiError("bad_request", str(exc)) from None
         events = await self.store.audit_events(
-            type=params.get("type"),
+            types=types,
+            hide_types=() if params.get("all") or types is not None else ROUTINE_TYPES,
             ticket_id=ticket,
             session_id=params.get("session"),
             actor=params.get("actor"),
@@ -572,14 +605,22 @@ class Api:
 
 
 def parse_since(text: str) -> datetime:
-    """``30m``, ``24h``, ``7d`` ago, or an ISO-8601 time."""
-    units = {"m": 60, "h": 3600, "d": 86400}
-    if text and text[-1] in units and text[:-1].isdigit():
-        return utcnow() - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    """An age (``30m``, ``24h``, ``7d``, ``1d12h``: :mod:`controller.durations`) ago, or an
+    ISO-8601 time."""
+    from controller.durations import DurationError, parse_seconds
+
+    if not text.isdigit():  # 20260401 is a basic-format ISO date, not an age in seconds
+        try:
+            return utcnow() - timedelta(seconds=parse_seconds(text))
+        except DurationError:
+            pass
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise ApiError("bad_request", f"since: not a time or age: {text!r}") from None
+        raise ApiError(
+            "bad_request",
+            f"since: not a time or age: {text!r} (an ISO time, or an age: 30m, 24h, 7d, 1d12h)",
+        ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 

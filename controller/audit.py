@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import json
 import logging
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +27,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from controller import auditchain
+from controller import auditchain, logs
 from controller.store import AuditEvent, NewAuditEvent, Store
 from controller.tls import write_secret
 from protocol.errors import ProtocolError
@@ -34,6 +36,59 @@ from protocol.signing import b64d, b64e
 log = logging.getLogger("helpline.audit")
 
 BATCH_LIMIT = 512
+
+#: every type the controller writes; ``audit log --type`` takes these and patterns of them
+EVENT_TYPES: Final = frozenset(
+    {
+        "agent.disconnected", "agent.joined", "agent.left", "agent.reconnected",
+        "agent.resume_refused", "api.forbidden", "audit.exported", "audit.verified",
+        "auth.failed", "auth.ok", "catalogue.key_pinned", "catalogue.publish_refused",
+        "catalogue.published", "code.failed", "code.issued", "code.rate_limited", "code.used",
+        "consent.asked", "consent.given", "consent.refused", "consent.revoked",
+        "diag.requested", "diag.result", "fix.approved", "fix.declined", "fix.finished",
+        "fix.proposed", "fix.refused", "protocol.error", "result.refused", "session.ended",
+        "ticket.assigned", "ticket.escalated", "ticket.opened", "ticket.state_changed",
+        "user.added", "user.removed", "user.role_changed",
+        "webhook.added", "webhook.removed", "webhook.retried",
+    }
+)  # fmt: skip
+#: one per CLI call: kept in the chain, but ``audit log`` shows them only with ``--all``
+#: (or when ``--type`` asks for them), so the log reads as what happened
+ROUTINE_TYPES: Final = ("auth.ok",)
+
+
+def match_types(patterns: str, known: Iterable[str]) -> list[str]:
+    """The known types that ``patterns`` (comma-separated, ``*`` and ``?`` wildcards)
+    name; a ValueError listing the known types if one of them names none."""
+    names = sorted(set(known))
+    wanted: set[str] = set()
+    for pattern in (p.strip() for p in patterns.split(",")):
+        hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)] if pattern else []
+        if not hits:
+            raise ValueError(
+                f"no audit event type matches {pattern!r}; the types are: {', '.join(names)} "
+                "(patterns like 'consent.*' work)"
+            )
+        wanted.update(hits)
+    return sorted(wanted)
+
+
+def _log_event(type: str, fields: dict[str, Any]) -> None:
+    """The event as one log line too (``helpline serve``'s log reads as what happened)."""
+    if type not in EVENT_TYPES:
+        log.warning("audit event type %r is not in EVENT_TYPES: audit log --type misses it", type)
+    ticket = fields.get("ticket_id")
+    line: dict[str, Any] = {
+        "actor": fields.get("actor"),
+        "source": fields.get("source"),
+        "ticket": f"T-{ticket}" if ticket else None,
+        "session": fields.get("session_id"),
+        "agent": fields.get("agent_id"),
+    }
+    for name, value in (fields.get("details") or {}).items():
+        line.setdefault(name, value)
+    # auth.ok comes once per CLI call: in the audit log, but noise in the server's log
+    logs.event(log, type, line, logging.DEBUG if type in ROUTINE_TYPES else logging.INFO)
 
 
 class AuditTampered(Exception):
@@ -313,6 +368,7 @@ class AuditLog:
         """Append one event; returns once it is durable."""
         done: asyncio.Future[AuditEvent] = asyncio.get_running_loop().create_future()
         fields.setdefault("details", {})
+        _log_event(type, fields)
         self._queue.put_nowait(_Pending(NewAuditEvent(utcnow(), type, **fields), done))
         if not self._tasks:
             # no writer running (e.g. one-shot admin commands): write inline

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from controller import artefacts
+
 if TYPE_CHECKING:
     from controller.api import Api, Caller, Handler
     from protocol.catalogue import Bundle, Fix, SignedBundle
@@ -87,7 +89,18 @@ async def fixes_publish(api: Api, caller: Caller, params: dict[str, Any], _p: Pr
         **who,
         details={"serial": bundle.serial, "key": signed.key, "fixes": ids},
     )
-    return {"serial": bundle.serial, "key": signed.key, "fixes": ids, "key_pinned": newly_pinned}
+    # agents built before this key was pinned (or under another one) refuse every fix
+    rebuild = [
+        {"kind": x["kind"], "path": x["path"]}
+        for x in artefacts.stale(api.controller.home.path, signed.key)
+    ]
+    return {
+        "serial": bundle.serial,
+        "key": signed.key,
+        "fixes": ids,
+        "key_pinned": newly_pinned,
+        "rebuild": rebuild,
+    }
 
 
 async def fixes_list(api: Api, caller: Caller, params: dict[str, Any], _p: Progress) -> Any:

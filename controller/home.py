@@ -52,12 +52,10 @@ def parse_ws_url(url: str) -> tuple[str, int]:
 
 
 def parse_duration(text: str) -> int:
-    """``90``, ``30s``, ``10m``, ``2h`` to seconds."""
-    units = {"s": 1, "m": 60, "h": 3600}
-    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
-    if not number.isdigit() or int(number) == 0:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 10m, 2h)")
-    return int(number) * units[unit]
+    """``90``, ``30s``, ``10m``, ``1h30m``, ``2d`` to seconds (:mod:`controller.durations`)."""
+    from controller.durations import parse_seconds
+
+    return parse_seconds(text)
 
 
 def parse_listen(text: str) -> tuple[str, int]:

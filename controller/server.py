@@ -201,7 +201,6 @@ class Controller:
             source=self.source(connection),
             details={"endpoint": endpoint, "code": exc.code, "reason": exc.reason},
         )
-        log.warning("%s %s: %s", endpoint, self.source(connection), exc.reason)
 
     # -- agent endpoint -------------------------------------------------------------
 
@@ -377,7 +376,9 @@ class Controller:
             "actor": pending["technician"],
         }
         if not event.granted:
-            await self.audit("consent.refused", **common)
+            # said no, or nobody answered in time (an agent that predates the field: unknown)
+            answer = event.refusal or "unknown"
+            await self.audit("consent.refused", **common, details={"reason": answer})
             return None
         session_id = "S-" + os.urandom(8).hex()
         now = utcnow()

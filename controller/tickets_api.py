@@ -222,7 +222,8 @@ async def ticket_open(api: Api, caller: Caller, params: dict[str, Any], _p: Prog
 
 @_refusals
 async def ticket_list(api: Api, caller: Caller, params: dict[str, Any], _p: Progress) -> Any:
-    """Tickets, newest first: ``mine``, ``state``, ``level``, ``sla``, ``customer`` filters."""
+    """Tickets, newest first: ``mine``, ``state``, ``level``, ``sla`` (either clock in that
+    state), ``customer`` filters."""
     states = params.get("state")
     wanted: list[str] | None = None
     if states:
@@ -256,7 +257,10 @@ async def ticket_list(api: Api, caller: Caller, params: dict[str, Any], _p: Prog
     out = []
     for ticket in tickets:
         data = ticket_json(ticket, desk.clocks(ticket, timelines.get(ticket.id, []), now))
-        if status is None or data["sla"]["status"] == status.replace("-", "_"):
+        # either clock: a ticket whose first response is already breached still needs
+        # attention where its resolution is at risk
+        clocks = (data["sla"]["first_response"]["status"], data["sla"]["resolution"]["status"])
+        if status is None or status.replace("-", "_") in clocks:
             out.append(data)
     return out[:limit] if limit else out
 
@@ -379,11 +383,18 @@ async def ticket_escalate(api: Api, caller: Caller, params: dict[str, Any], _p: 
 
 @_refusals
 async def ticket_link(api: Api, caller: Caller, params: dict[str, Any], _p: Progress) -> Any:
-    """Link this ticket to another: relates, duplicates, follows, blocks."""
-    kind = str(params.get("kind", "relates"))
-    if kind not in LINK_KINDS:
-        raise _error("bad_request", f"links are {', '.join(LINK_KINDS)}, not {kind!r}")
-    ticket_id, other = _ticket_id(params), _ticket_id(params, "other")
+    """Link this ticket to another: ``other`` is ``KIND:T-N`` as in ``ticket.open``'s
+    ``link`` (or ``T-N`` with ``kind``, the older form; default relates)."""
+    ticket_id = _ticket_id(params)
+    given = params.get("kind")
+    if ":" in str(params.get("other", "")):
+        kind, other = _parse_link(str(params["other"]))
+        if given is not None and given != kind:
+            raise _error("bad_request", f"the link says {kind!r} but --kind says {given!r}")
+    else:
+        kind, other = str(given or "relates"), _ticket_id(params, "other")
+        if kind not in LINK_KINDS:
+            raise _error("bad_request", f"links are {', '.join(LINK_KINDS)}, not {kind!r}")
     await _desk(api).link(_who(caller), ticket_id, other, kind)
     return {"ticket": f"T-{ticket_id}", "kind": kind, "other": f"T-{other}"}
 
@@ -393,7 +404,9 @@ def _parse_link(text: str) -> tuple[str, int]:
 
     kind, sep, other = text.partition(":")
     if not sep or kind not in LINK_KINDS:
-        raise _error("bad_request", f"--link is KIND:T-N with KIND one of {', '.join(LINK_KINDS)}")
+        raise _error(
+            "bad_request", f"a link is KIND:T-N with KIND one of {', '.join(LINK_KINDS)}: {text!r}"
+        )
     return kind, parse_ticket_id(other)
 
 

@@ -22,9 +22,19 @@ import os
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 Scope = Literal["diagnostics:read", "fixes:propose"]
+#: why a consent answer is no: the customer said so, the prompt ran out of time, or the
+#: agent had no input to read an answer from (stdin closed, no --yes)
+Refusal = Literal["declined", "timed_out", "no_input"]
 #: what a join asks for; every fix proposal still asks the customer on its own
 DEFAULT_SCOPES: tuple[Scope, ...] = ("diagnostics:read", "fixes:propose")
 
@@ -135,6 +145,18 @@ class ConsentAnswer(_Message):
     #: fix ids the customer pre-approved at join (``--allow``) or the managed config lists
     preapproved: tuple[str, ...] = Field(default=(), max_length=64)
     unattended: tuple[str, ...] = Field(default=(), max_length=64)
+    #: with a no: whether the customer answered no or the prompt ran out of time; absent
+    #: from older agents (the controller records "unknown")
+    refusal: Refusal | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_no_refusal(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # a yes carries no refusal field, so a controller that predates it (and refuses
+        # unknown fields) still takes every yes
+        data: dict[str, Any] = handler(self)
+        if data.get("refusal") is None:
+            data.pop("refusal", None)
+        return data
 
 
 class SessionStarted(_Message):

@@ -48,6 +48,7 @@ from protocol.messages import (
     Message,
     Ping,
     Rating,
+    Refusal,
     Result,
     Resume,
     SessionStarted,
@@ -108,6 +109,8 @@ class ConsentDecided:
     granted: bool
     preapproved: tuple[str, ...] = ()
     unattended: tuple[str, ...] = ()
+    #: with a no: "declined", "timed_out" or "no_input"; None from an agent that predates it
+    refusal: str | None = None
 
 
 @dataclass(frozen=True)
@@ -216,11 +219,27 @@ class AgentSession(Machine[AgentState]):
         return [ConsentNeeded(message)]
 
     def answer_consent(
-        self, granted: bool, preapproved: tuple[str, ...] = (), unattended: tuple[str, ...] = ()
+        self,
+        granted: bool,
+        preapproved: tuple[str, ...] = (),
+        unattended: tuple[str, ...] = (),
+        refusal: Refusal | None = None,
     ) -> None:
-        """Send the customer's answer; a no ends the conversation."""
+        """Send the customer's answer (with a no, whether they said it or the prompt timed
+        out); a no ends the conversation."""
         self._expect(AgentState.ASKING_CUSTOMER)
-        self._send([ConsentAnswer(granted=granted, preapproved=preapproved, unattended=unattended)])
+        if granted and refusal is not None:
+            raise LocalProtocolError("a granted consent has no refusal reason")
+        self._send(
+            [
+                ConsentAnswer(
+                    granted=granted,
+                    preapproved=preapproved,
+                    unattended=unattended,
+                    refusal=refusal,
+                )
+            ]
+        )
         self.state = AgentState.AWAIT_SESSION if granted else AgentState.ENDED
 
     def _on_session_started(self, message: Message) -> list[object]:
@@ -333,7 +352,8 @@ class ControllerSession(Machine[ControllerState]):
     def _on_consent(self, message: Message) -> list[object]:
         assert isinstance(message, ConsentAnswer)
         self.state = ControllerState.DECIDING if message.granted else ControllerState.ENDED
-        return [ConsentDecided(message.granted, message.preapproved, message.unattended)]
+        refusal = None if message.granted else message.refusal
+        return [ConsentDecided(message.granted, message.preapproved, message.unattended, refusal)]
 
     def start(self, started: SessionStarted) -> None:
         """Consent given (or resume verified): the session is live."""

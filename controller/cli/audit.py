@@ -23,7 +23,15 @@ def audit_log(
     ticket: Annotated[str | None, typer.Option(help="Only this ticket.")] = None,
     session: Annotated[str | None, typer.Option(help="Only this session.")] = None,
     actor: Annotated[str | None, typer.Option(help="Only events by this user.")] = None,
-    type_: Annotated[str | None, typer.Option("--type", help="Only this event type.")] = None,
+    type_: Annotated[
+        str | None,
+        typer.Option(
+            "--type", help="Only these types: consent.refused, 'consent.*', comma-separated."
+        ),
+    ] = None,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Also auth.ok, one per CLI call (hidden by default).")
+    ] = False,
     since: Annotated[
         str | None, typer.Option(help="Only newer events: 30m, 24h, 7d or an ISO time.")
     ] = None,
@@ -31,12 +39,13 @@ def audit_log(
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show audit events, oldest first."""
+    """Show audit events, oldest first (logins, auth.ok, only with --all or --type)."""
     params = {
         "ticket": ticket,
         "session": session,
         "actor": actor,
         "type": type_,
+        "all": all_,
         "since": since,
         "limit": limit,
     }

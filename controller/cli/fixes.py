@@ -45,20 +45,36 @@ def keygen(
 
 @fixes_app.command("sign")
 def sign(
-    directory: Annotated[Path, typer.Argument(help="A catalogue: one folder per fix.")],
     key: Annotated[Path, typer.Option(help="The signing key from `fixes keygen`.")],
     out: Annotated[Path, typer.Option(help="Where to write the signed bundle.")],
+    directory: Annotated[
+        Path | None, typer.Argument(help="A catalogue: one folder per fix.")
+    ] = None,
+    builtin: Annotated[
+        bool,
+        typer.Option("--builtin", help="Sign the 12 fixes that ship with helpline instead."),
+    ] = False,
     serial: Annotated[
         int | None, typer.Option(help="Bundle serial (default: now); agents refuse older ones.")
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Hash and sign every fix in DIRECTORY into one bundle."""
+    """Hash and sign every fix in DIRECTORY (or the built-in ones) into one bundle."""
+    from importlib import resources
+
     from controller.catalogue import FixCatalogueError, sign_dir
     from protocol.catalogue import Bundle
 
+    if builtin == (directory is not None):
+        fail("bad_request", "name a catalogue folder, or --builtin for the fixes that ship")
     try:
-        signed = sign_dir(directory, key, serial)
+        if directory is not None:
+            signed = sign_dir(directory, key, serial)
+        else:
+            # found where the package is installed, not in a checkout
+            source = resources.files("controller").joinpath("fixes_catalogue")
+            with resources.as_file(source) as builtin_dir:
+                signed = sign_dir(builtin_dir, key, serial)
     except FixCatalogueError as exc:
         fail("bad_request", str(exc))
     out.write_text(signed.model_dump_json())
@@ -96,14 +112,31 @@ def publish(
     result = run_client(
         home, lambda c: c.call("fixes.publish", {"bundle": data, "replace_key": replace_key})
     )
-    emit(
-        result,
-        as_json,
-        lambda d: stdout.print(
+
+    def render(d: dict[str, Any]) -> None:
+        stdout.print(
             f"published catalogue serial {d['serial']} ({len(d['fixes'])} fixes)"
             + ("; catalogue key pinned: re-run `helpline agent-config`" if d["key_pinned"] else "")
-        ),
-    )
+        )
+        rebuild = d.get("rebuild") or []
+        if rebuild:
+            stderr.print(
+                f"[yellow]warning:[/] {len(rebuild)} agent(s) built here carry no or another "
+                "catalogue key and will refuse every fix; rebuild them:",
+                highlight=False,
+                soft_wrap=True,
+            )
+            for item in rebuild:
+                command = "agent" if item["kind"] == "pyz" else item["kind"]
+                folder = Path(item["path"]).parent
+                stderr.print(
+                    f"  {item['path']}  (helpline package {command} --out {folder})",
+                    highlight=False,
+                    soft_wrap=True,
+                    markup=False,
+                )
+
+    emit(result, as_json, render)
 
 
 @fixes_app.command("list")

@@ -98,19 +98,23 @@ def init(
 def serve(
     home: HomeOpt = None,
     listen: Annotated[str | None, typer.Option(help="HOST:PORT to bind instead.")] = None,
+    log_format: Annotated[
+        str, typer.Option("--log-format", help="text (key=value) or json (one object a line).")
+    ] = "text",
 ) -> None:
-    """Run the controller until interrupted."""
+    """Run the controller until interrupted; one log line per join, resume, refusal,
+    failed code, request and error on stderr."""
     import logging
 
+    from controller import logs
     from controller.home import ControllerHome, HomeError, parse_listen
     from controller.server import run_server
-    from protocol.text import SafeLogFormatter
 
     debug = bool(os.environ.get("HELPLINE_DEBUG"))
-    # log lines quote what clients sent; the formatter escapes them for every call site
-    handler = logging.StreamHandler()
-    handler.setFormatter(SafeLogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=[handler])
+    try:
+        logs.configure(log_format, debug=debug)
+    except ValueError as exc:
+        fail("bad_request", str(exc))
     if not debug:
         # "connection open/closed" for every agent: 60,000 lines when 10,000 reconnect;
         # who connected, resumed and left is in the audit log already
@@ -202,23 +206,39 @@ def login(
 def code(
     ticket: TicketArg,
     lifetime: Annotated[
-        str, typer.Option(help="How long the code is valid: 30s, 10m, 1h.")
+        str, typer.Option(help="How long the code is valid: 30s, 10m, 1h (at most 24h).")
     ] = "10m",
+    for_: Annotated[
+        str | None,
+        typer.Option(
+            "--for",
+            help="What the customer has: pyz, deb or pip (default: the agents built here).",
+        ),
+    ] = None,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Issue a single-use session code for a ticket; read it to the customer."""
+    from controller.artefacts import JOIN, KINDS
+
+    if for_ is not None and for_ not in KINDS:
+        fail("bad_request", f"--for is one of {', '.join(KINDS)}, not {for_!r}")
     seconds = parse_duration(lifetime)
     data = run_client(home, lambda c: c.call("code.issue", {"ticket": ticket, "seconds": seconds}))
-    emit(
-        data,
-        as_json,
-        lambda d: stdout.print(
+    # --for, else every kind built on the controller, else a pip-installed agent
+    chosen = [for_] if for_ else [k for k in data.get("agents", []) if k in KINDS] or ["pip"]
+    data["join"] = {kind: JOIN[kind].format(code=data["code"]) for kind in chosen}
+
+    def render(d: dict[str, Any]) -> None:
+        stdout.print(
             f"session code for {d['ticket']}: [bold]{d['code']}[/] "
-            f"(single use, expires {d['expires_at'][11:19]} UTC)\n"
-            f"the customer runs: helpline-agent join {d['code']} --config agent.toml"
-        ),
-    )
+            f"(single use, expires {d['expires_at'][11:19]} UTC)"
+        )
+        label = {"pyz": "the single file", "deb": "the .deb", "pip": "installed with pip"}
+        for kind, command in d["join"].items():
+            stdout.print(f"the customer runs: {command}   [dim]({label[kind]})[/]", soft_wrap=True)
+
+    emit(data, as_json, render)
 
 
 @app.command()

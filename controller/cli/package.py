@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from controller import artefacts
 from controller.cli.common import HomeOpt, JsonOpt
 from controller.cli.output import emit, fail, stderr, stdout
 
@@ -33,8 +34,9 @@ UnattendedOpt = Annotated[
 
 def _config_text(
     home: Path | None, unattended: list[str] | None, *, root_helper: str | None = None
-) -> str:
-    """The agent config for this controller, as `helpline agent-config` would write it."""
+) -> tuple[str, Path, str | None]:
+    """The agent config for this controller, as `helpline agent-config` would write it,
+    the home, and the fix-catalogue key the agent will carry."""
     from controller.catalogue import PublishedCatalogue
     from controller.home import ControllerHome, HomeError
     from helpline_packaging import agent_config_text
@@ -45,14 +47,33 @@ def _config_text(
         pin = target.pin()
     except HomeError as exc:
         fail("not_configured", str(exc))
-    return agent_config_text(
+    fix_key = PublishedCatalogue(target.path).key()
+    if fix_key is None:
+        stderr.print(
+            "[yellow]warning:[/] no fix catalogue is published on this controller, so this "
+            "agent carries no catalogue key and will refuse every fix; publish one first "
+            "(`helpline fixes sign --builtin …`, `helpline fixes publish`) and build again",
+            highlight=False,
+            soft_wrap=True,
+        )
+    text = agent_config_text(
         config.url,
         pin,
         name=config.name,
-        fix_key=PublishedCatalogue(target.path).key(),
+        fix_key=fix_key,
         unattended=unattended or (),
         root_helper=root_helper,
     )
+    return text, target.path, fix_key
+
+
+def _record(home: Path, kind: str, built: Built, fix_key: str | None) -> None:
+    try:
+        artefacts.record(home, kind, built.path, built.sha256, fix_key)
+    except OSError as exc:  # the agent is built; only the hints for later are lost
+        stderr.print(
+            f"[yellow]warning:[/] cannot record the build in {home}: {exc}", highlight=False
+        )
 
 
 def _collect() -> Bundle:
@@ -65,9 +86,17 @@ def _collect() -> Bundle:
         fail("not_configured", str(exc))
 
 
-def _report(kind: str, built: Built, bundle: Bundle, started: float, as_json: bool) -> None:
+def _report(
+    kind: str,
+    built: Built,
+    bundle: Bundle,
+    started: float,
+    as_json: bool,
+    fix_key: str | None,
+) -> None:
     data = {
         "kind": kind,
+        "fix_key": fix_key,
         "path": str(built.path),
         "sha256": built.sha256,
         "checksum_file": str(built.checksum_path),
@@ -94,14 +123,15 @@ def agent(
     from helpline_packaging.pyz import build_pyz
 
     started = time.monotonic()
-    config = _config_text(home, unattended)
+    config, target, fix_key = _config_text(home, unattended)
     bundle = _collect()
     stderr.print(f"writing {out / 'helpline-agent.pyz'}…", highlight=False)
     try:
         built = build_pyz(bundle, config, out)
     except OSError as exc:
         fail("bad_request", f"cannot write to {out}: {exc}")
-    _report("single-file agent", built, bundle, started, as_json)
+    _record(target, "pyz", built, fix_key)
+    _report("single-file agent", built, bundle, started, as_json, fix_key)
 
 
 @package_app.command("deb")
@@ -119,7 +149,7 @@ def deb(
     from helpline_packaging.deb import ROOT_SOCKET, build_deb
 
     started = time.monotonic()
-    config = _config_text(home, unattended, root_helper=ROOT_SOCKET)
+    config, target, fix_key = _config_text(home, unattended, root_helper=ROOT_SOCKET)
     bundle = _collect()
     stderr.print("compiling and packing the .deb…", highlight=False)
     try:
@@ -128,4 +158,5 @@ def deb(
         fail("not_configured", str(exc))
     except OSError as exc:
         fail("bad_request", f"cannot write to {out}: {exc}")
-    _report(".deb", built, bundle, started, as_json)
+    _record(target, "deb", built, fix_key)
+    _report(".deb", built, bundle, started, as_json, fix_key)

@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from controller.cli.common import HomeOpt, JsonOpt, TicketArg, run_client
-from controller.cli.output import emit, fail, shown, stdout
+from controller.cli.output import emit, fail, shown, stderr, stdout
 
 ticket_app = typer.Typer(
     help="Tickets: open, list, show, assign, note, wait, resume, escalate, resolve, close, reopen.",
@@ -426,9 +426,12 @@ def ticket_close(ticket: TicketArg, home: HomeOpt = None, as_json: JsonOpt = Fal
 
 @ticket_app.command("reopen")
 def ticket_reopen(
-    ticket: TicketArg, reason: ReasonOpt, home: HomeOpt = None, as_json: JsonOpt = False
+    ticket: TicketArg,
+    reason: Annotated[str, typer.Option("--reason", help="Why it is back (required).")],
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Reopen a resolved ticket (counts in the reopen rate)."""
+    """Reopen a resolved ticket, saying why (--reason is required; counts in the reopen rate)."""
     params = {"ticket": ticket, "reason": reason}
     emit(_call(home, "ticket.reopen", params), as_json, _show_changed("reopened"))
 
@@ -436,15 +439,21 @@ def ticket_reopen(
 @ticket_app.command("link")
 def ticket_link(
     ticket: TicketArg,
-    other: Annotated[str, typer.Argument(help="The other ticket, e.g. T-3.")],
+    link: Annotated[
+        str,
+        typer.Argument(
+            help="KIND:T-N as in `ticket open --link`: relates, duplicates, follows or "
+            "blocks (this ticket → the other), e.g. follows:T-3; a bare T-N relates."
+        ),
+    ],
     kind: Annotated[
-        str, typer.Option(help="relates, duplicates, follows or blocks (this ticket → other).")
-    ] = "relates",
+        str | None, typer.Option(help="Older form: the kind of a bare T-N (default relates).")
+    ] = None,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Link two tickets."""
-    params = {"ticket": ticket, "other": other, "kind": kind}
+    """Link two tickets: `helpline ticket link T-4 follows:T-3`."""
+    params = {"ticket": ticket, "other": link, "kind": kind}
     emit(
         _call(home, "ticket.link", params),
         as_json,
@@ -737,7 +746,13 @@ def _render_policy(p: dict[str, Any]) -> None:
 @sla_app.command("show")
 def sla_show(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """The policy the controller runs with."""
-    emit(_call(home, "sla.policy"), as_json, _render_policy)
+
+    def render(p: dict[str, Any]) -> None:
+        _render_policy(p)
+        for warning in p.get("warnings", []):
+            stdout.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+
+    emit(_call(home, "sla.policy"), as_json, render)
 
 
 @sla_app.command("check")
@@ -754,4 +769,7 @@ def sla_check(
         fail("bad_request", f"cannot read {file}: {exc}")
     except PolicyError as exc:
         fail("bad_request", str(exc))
+    # valid, so exit 0; but a priority without targets silently shows "SLA: none"
+    for warning in policy.warnings:
+        stderr.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     emit(policy.as_json(), as_json, _render_policy)

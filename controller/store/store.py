@@ -717,11 +717,19 @@ class Store(TicketStore):
         actor: str | None = None,
         since: datetime | None = None,
         limit: int = 1000,
+        types: Iterable[str] | None = None,
+        hide_types: Iterable[str] = (),
     ) -> list[AuditEvent]:
-        """Audit events in chain order, optionally filtered; the newest ``limit`` of them."""
+        """Audit events in chain order, optionally filtered (``types``: any of these;
+        ``hide_types``: none of these); the newest ``limit`` of them."""
         query = select(AuditEventRow).order_by(AuditEventRow.seq.desc()).limit(limit)
         if type is not None:
             query = query.where(AuditEventRow.type == type)
+        if types is not None:
+            query = query.where(AuditEventRow.type.in_(list(types)))
+        hidden = list(hide_types)
+        if hidden:
+            query = query.where(AuditEventRow.type.not_in(hidden))
         if ticket_id is not None:
             query = query.where(AuditEventRow.ticket_id == ticket_id)
         if session_id is not None:
@@ -733,6 +741,11 @@ class Store(TicketStore):
         async with self._read() as s:
             rows = list(await s.scalars(query))
         return [_audit_event(row) for row in reversed(rows)]
+
+    async def audit_types(self) -> set[str]:
+        """Every event type the log holds (a type a newer or older controller wrote too)."""
+        async with self._read() as s:
+            return set(await s.scalars(select(AuditEventRow.type).distinct()))
 
     async def audit_links(
         self, after_seq: int = 0, limit: int = 10_000, *, check_columns: bool = True

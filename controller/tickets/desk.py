@@ -97,6 +97,8 @@ class TicketDesk:
     def for_controller(cls, controller: Controller) -> TicketDesk:
         """The desk of a controller: ``HOME/sla.toml`` (or the built-in policy)."""
         policy = sla.load_policy(controller.home.path / "sla.toml")
+        for warning in policy.warnings:
+            log.warning("SLA policy: %s", warning)
         return cls(controller.store, policy, audit=controller.audit)
 
     async def start(self) -> None:

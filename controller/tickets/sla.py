@@ -36,13 +36,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from controller import durations
 from controller.store import Ticket, TicketEvent
 from controller.tickets import calendar as cal
 from controller.tickets.lifecycle import CLOCK_RUNS, LEVELS, State
 
 PRIORITIES: Final = ("P1", "P2", "P3", "P4")
 EXAMPLE: Final = "sla.example.toml"
-_DURATION: Final = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 Status = Literal["on_track", "at_risk", "breached", "met", "paused", "none"]
 #: worst first: a ticket's SLA state is the worse of its two clocks
@@ -77,6 +77,9 @@ class Policy:
     calendars: Mapping[str, cal.Calendar]
     targets: Mapping[str, Target]
     source: str
+    #: what is valid but probably not meant (priorities without targets, days of office
+    #: hours); ``sla check`` prints them, ``serve`` logs them at start
+    warnings: tuple[str, ...] = ()
 
     def target(self, priority: str) -> Target | None:
         """The target for a priority, if the policy sets one."""
@@ -86,6 +89,7 @@ class Policy:
         return {
             "source": self.source,
             "at_risk": self.at_risk,
+            "warnings": list(self.warnings),
             "calendars": {name: c.describe() for name, c in self.calendars.items()},
             "priorities": {
                 p: {
@@ -268,15 +272,9 @@ def example_text() -> str:
 
 
 def parse_duration(value: object) -> timedelta:
-    """``"30m"``, ``"4h"``, ``"1h30m"``, ``"45s"`` to a positive timedelta."""
-    match = _DURATION.match(value) if isinstance(value, str) else None
-    if match is None or not any(match.groups()):
-        raise ValueError(f"not a duration: {value!r} (use e.g. 30m, 4h, 1h30m)")
-    hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    amount = timedelta(hours=hours, minutes=minutes, seconds=seconds)
-    if not amount:
-        raise ValueError(f"a target of {value!r} is zero")
-    return amount
+    """``"30m"``, ``"4h"``, ``"1h30m"``, ``"3d"`` to a positive timedelta (the one syntax
+    of :mod:`controller.durations`)."""
+    return durations.parse(value)
 
 
 def parse_policy(text: str, source: str) -> Policy:
@@ -322,6 +320,7 @@ def parse_policy(text: str, source: str) -> Policy:
             raise where.error(section, "holidays", str(exc)) from None
         calendars[name] = cal.Calendar(name, zone, week, dated, yearly)
     targets: dict[str, Target] = {}
+    warnings: list[str] = []
     for priority, raw in _table(data, "priorities", (), where).items():
         section = ("priorities", priority)
         if priority not in PRIORITIES:
@@ -335,14 +334,20 @@ def parse_policy(text: str, source: str) -> Policy:
         if name not in calendars:
             known = ", ".join(repr(c) for c in calendars)
             raise where.error(section, "calendar", f"no calendar {name!r} (there is {known})")
-        durations = {}
+        amounts = {}
         for key in ("first_response", "resolution"):
             if key not in raw:
                 raise where.error(section, None, f"priorities.{priority} needs {key}")
             try:
-                durations[key] = parse_duration(raw[key])
+                amounts[key] = parse_duration(raw[key])
             except ValueError as exc:
                 raise where.error(section, key, str(exc)) from None
+            if name != cal.ALWAYS and durations.uses_days(raw[key]):
+                hours = amounts[key] // timedelta(hours=1)
+                warnings.append(
+                    f"{where.line_of(section, key)}: {priority} {key} = {raw[key]!r} is "
+                    f"{hours} h of {name!r} working time, not {raw[key]} of working days"
+                )
         escalate = raw.get("escalate_at_risk")
         if escalate is not None and escalate not in LEVELS[1:3]:
             raise where.error(
@@ -353,11 +358,19 @@ def parse_policy(text: str, source: str) -> Policy:
         targets[priority] = Target(
             priority,
             calendars[name],
-            durations["first_response"],
-            durations["resolution"],
+            amounts["first_response"],
+            amounts["resolution"],
             escalate,
         )
-    return Policy(float(at_risk), calendars, targets, source)
+    missing = [p for p in PRIORITIES if p not in targets]
+    if missing:
+        warnings.insert(
+            0,
+            f"{source}: no targets for {', '.join(missing)}: tickets of "
+            f"{'that priority' if len(missing) == 1 else 'those priorities'} run without SLA "
+            "clocks (SLA: none)",
+        )
+    return Policy(float(at_risk), calendars, targets, source, tuple(warnings))
 
 
 def _table(
@@ -403,10 +416,13 @@ class _Locator:
                     return number
         return header_line
 
-    def error(self, section: tuple[str, ...], key: str | None, message: str) -> PolicyError:
+    def line_of(self, section: tuple[str, ...], key: str | None) -> str:
+        """``sla.toml line 7``, or the file alone when the line is not found."""
         number = self.line(section, key)
-        at = f" line {number}" if number else ""
-        return PolicyError(f"{self.source}{at}: {message}")
+        return f"{self.source} line {number}" if number else self.source
+
+    def error(self, section: tuple[str, ...], key: str | None, message: str) -> PolicyError:
+        return PolicyError(f"{self.line_of(section, key)}: {message}")
 
 
 def _split(dotted: str) -> list[str]:

@@ -279,6 +279,29 @@ def test_consent_refused_ends_both_sides_without_a_session() -> None:
     assert agent.data_to_send() == controller.data_to_send() == []
 
 
+@pytest.mark.parametrize("refusal", ["declined", "timed_out", "no_input"])
+def test_a_refusal_says_why_and_a_yes_carries_no_refusal_field(refusal: str) -> None:
+    agent, controller, wire = joined()
+    controller.ask_consent(consent_request())
+    wire.deliver(controller, agent)
+    agent.answer_consent(False, refusal=refusal)  # type: ignore[arg-type]
+    assert wire.deliver(agent, controller) == [ConsentDecided(False, refusal=refusal)]
+
+    # an older controller refuses unknown fields: a yes must not carry this one
+    assert "refusal" not in json.loads(codec.encode(ConsentAnswer(granted=True)))
+    asking, other, wire = joined()
+    other.ask_consent(consent_request())
+    wire.deliver(other, asking)
+    with pytest.raises(LocalProtocolError, match="no refusal reason"):
+        asking.answer_consent(True, refusal="declined")
+
+
+def test_an_older_agents_no_decodes_without_a_reason() -> None:
+    frame = json.dumps({"v": 1, "id": "m-1", "type": "consent_answer", "granted": False})
+    answer = codec.decode(frame)
+    assert isinstance(answer, ConsentAnswer) and answer.refusal is None
+
+
 def test_resume_skips_consent() -> None:
     agent = make_agent(session_id=SESSION_ID)
     controller = make_controller()
