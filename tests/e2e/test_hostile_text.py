@@ -237,9 +237,7 @@ def test_a_newline_in_a_frame_type_cannot_forge_a_log_line(controller: Controlle
                 await asyncio.wait_for(ws.wait_closed(), scaled(10))
 
     asyncio.run(send())
-    wait_until(
-        lambda: controller.log().count("unknown_type") >= 2, 20, "both refusals logged"
-    )
+    wait_until(lambda: controller.log().count("unknown_type") >= 2, 20, "both refusals logged")
     lines = controller.log().splitlines()
     assert not [line for line in lines if line.startswith("2026-01-01 00:00:00,000")]
     quoted = [line for line in lines if forged in line]
