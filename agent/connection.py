@@ -21,7 +21,7 @@ from typing import Any
 from agent import __version__
 from agent.config import AgentConfig
 from agent.state import AgentHome
-from agent.tls import PinMismatch, check_pin, pinned_client_context
+from agent.tls import PinMismatch, pinned_client_context, pinned_connection
 from protocol import codec, signing
 from protocol.errors import ProtocolError
 from protocol.machine import Ended, Refused
@@ -244,14 +244,16 @@ class AgentRunner:
                 # frames are small JSON: compression would cost CPU and a zlib context per
                 # connection for next to no bytes saved
                 compression=None,
+                # the pin is checked as soon as TLS is up, before the HTTP upgrade
+                create_connection=pinned_connection(self.config.pin),
             )
+        except PinMismatch as exc:
+            # Fatal, on a join and on a resume alike: the pin comes from the config and
+            # does not change, so redialling cannot help (the service unit does not
+            # restart on exit 5). The saved session stays for a later `resume`.
+            raise Outcome(EXIT_UNREACHABLE, str(exc)) from None
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             raise Dropped(f"cannot reach the controller at {self.config.url}: {exc}") from None
-        try:
-            check_pin(ws.transport.get_extra_info("ssl_object"), self.config.pin)
-        except PinMismatch as exc:
-            await ws.close()
-            raise Outcome(EXIT_UNREACHABLE, str(exc)) from None
         machine = AgentSession(
             public_key=self.public_key,
             sign=lambda challenge: signing.sign_agent(self.key, challenge, self.config.pin),
