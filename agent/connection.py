@@ -412,10 +412,19 @@ class AgentRunner:
                     await self._flush()
 
         try:
-            data = await fixes.run(proposal, self._fix_policy, emit)
-            result = Result(reply_to=proposal.id, ok=True, data=data, produced_at=datetime.now(UTC))
+            try:
+                data = await fixes.run(proposal, self._fix_policy, emit)
+                result = Result(
+                    reply_to=proposal.id, ok=True, data=data, produced_at=datetime.now(UTC)
+                )
+            except fixes.Refused:
+                raise
+            except Exception as exc:
+                # anything unforeseen is a refusal too: the controller must always hear
+                # back, and the refusal must reach its audit log
+                raise fixes.Refused("agent_error", f"{type(exc).__name__}: {exc}") from exc
         except fixes.Refused as refused:
-            self.say(f"fix {proposal.fix_id} refused: {refused.message}")
+            self.say(f"fix {fixes.clip(proposal.fix_id, 100)} refused: {refused.message}")
             result = Result(
                 reply_to=proposal.id,
                 ok=False,
