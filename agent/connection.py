@@ -451,7 +451,7 @@ class AgentRunner:
             result = Result(
                 reply_to=request.id,
                 ok=False,
-                error=f"{type(exc).__name__}: {exc}",
+                error=f"{type(exc).__name__}: {exc}"[:1000],  # Result.error holds 2,000
                 produced_at=datetime.now(UTC),
             )
         # durable before sent: a crash or a drop from here on cannot lose it

@@ -60,22 +60,51 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def parse_ticket_id(value: object) -> int:
-    text = str(value).strip().upper()
-    if text.startswith("T-"):
-        text = text[2:]
-    if not text.isdigit():
-        raise ApiError("bad_request", f"not a ticket id: {value!r} (expected T-<number>)")
+#: the largest id or count the store holds (a 64-bit signed integer)
+ID_MAX = 2**63 - 1
+
+
+def parse_id(value: object, name: str, prefix: str, what: str) -> int:
+    """``PREFIX-<n>``, ``<n>`` or an int, as a positive id the store can hold."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ApiError("bad_request", f"{name}: not {what} id (expected {prefix}-<number>)")
+    text = str(value).strip().upper().removeprefix(f"{prefix}-")
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or not 0 < int(text) <= ID_MAX:
+        shown = repr(value) if len(str(value)) <= 40 else repr(str(value)[:40]) + "…"
+        raise ApiError(
+            "bad_request", f"{name}: not {what} id: {shown} (expected {prefix}-<number>)"
+        )
     return int(text)
+
+
+def parse_ticket_id(value: object, name: str = "ticket") -> int:
+    return parse_id(value, name, "T", "a ticket")
 
 
 def _text(params: dict[str, Any], key: str, *, limit: int = 500) -> str:
     value = params.get(key)
     if not isinstance(value, str) or not value.strip():
-        raise ApiError("bad_request", f"{key} is required")
+        raise ApiError("bad_request", f"{key} is required, as text")
     if len(value) > limit:
         raise ApiError("bad_request", f"{key} is longer than {limit} characters")
+    if "\x00" in value:
+        raise ApiError("bad_request", f"{key} contains a NUL character")
     return value.strip()
+
+
+def optional_text(params: dict[str, Any], key: str, *, limit: int = 500) -> str | None:
+    """A parameter that may be absent (or null or empty); if given, text within ``limit``."""
+    if params.get(key) in (None, ""):
+        return None
+    return _text(params, key, limit=limit)
+
+
+def whole_number(params: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+    """An integer parameter within ``low``…``high`` (booleans are not numbers)."""
+    value = params.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ApiError("bad_request", f"{key} must be a whole number from {low} to {high}")
+    return value
 
 
 def session_json(session: Session, connected: bool) -> dict[str, Any]:
@@ -267,9 +296,17 @@ class Api:
             machine.reply(call_id, result)
         except ApiError as exc:
             machine.reply_error(call_id, exc.code, exc.message)
-        except Exception as exc:  # one bad call must not take the connection down
-            log.exception("API call %s failed", method)
-            machine.reply_error(call_id, "internal", f"{type(exc).__name__}: {exc}")
+        except Exception:  # one bad call must not take the connection down
+            # the details (SQL, paths, values) stay in the server's log: the caller gets
+            # an id to quote, never the text of the exception
+            error_id = os.urandom(4).hex()
+            log.exception("API call %s failed (error %s)", method, error_id)
+            machine.reply_error(
+                call_id,
+                "internal",
+                f"the controller failed to answer {method} (error {error_id}; its log has "
+                "the details)",
+            )
         with contextlib.suppress(ConnectionClosed):
             await flush()
 
@@ -410,17 +447,15 @@ class Api:
 
     async def audit_list(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
         ticket = parse_ticket_id(params["ticket"]) if params.get("ticket") else None
-        since = parse_since(params["since"]) if params.get("since") else None
-        limit = params.get("limit", 1000)
-        if not isinstance(limit, int) or not 1 <= limit <= 100_000:
-            raise ApiError("bad_request", "limit must be 1 to 100000")
+        since_text = optional_text(params, "since", limit=100)
+        since = parse_since(since_text) if since_text else None
         events = await self.store.audit_events(
-            type=params.get("type"),
+            type=optional_text(params, "type", limit=100),
             ticket_id=ticket,
-            session_id=params.get("session"),
-            actor=params.get("actor"),
+            session_id=optional_text(params, "session", limit=100),
+            actor=optional_text(params, "actor", limit=200),
             since=since,
-            limit=limit,
+            limit=whole_number(params, "limit", 1000, 1, 100_000),
         )
         return [
             {
@@ -546,15 +581,16 @@ class Api:
         return user_json(updated)
 
 
-def parse_since(text: str) -> datetime:
+def parse_since(text: str, name: str = "since") -> datetime:
     """``30m``, ``24h``, ``7d`` ago, or an ISO-8601 time."""
     units = {"m": 60, "h": 3600, "d": 86400}
-    if text and text[-1] in units and text[:-1].isdigit():
-        return utcnow() - timedelta(seconds=int(text[:-1]) * units[text[-1]])
     try:
+        if text and text[-1] in units and text[:-1].isascii() and text[:-1].isdigit():
+            return utcnow() - timedelta(seconds=int(text[:-1]) * units[text[-1]])
         moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ApiError("bad_request", f"since: not a time or age: {text!r}") from None
+    except (ValueError, OverflowError):
+        shown = text if len(text) <= 40 else text[:40] + "…"
+        raise ApiError("bad_request", f"{name}: not a time or age: {shown!r}") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 

@@ -115,3 +115,21 @@ def test_an_empty_partition_in_the_newer_snapshot_is_compared() -> None:
     partitions.append({})
     diff = compare(before, after)
     _json_safe(diff)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(before=mutated(), after=mutated())
+def test_the_technicians_view_never_raises(before: Any, after: Any) -> None:
+    """The CLI renders what ``diag.run`` and ``diag.diff`` return: any snapshot, any diff."""
+    import io
+
+    from rich.console import Console
+
+    from controller.render import render_diagnostics, render_diff
+
+    console = Console(file=io.StringIO(), width=100)
+    for snapshot in (before, after):
+        if isinstance(snapshot, dict):
+            render_diagnostics(console, snapshot, evaluate(snapshot))
+    if isinstance(before, dict) and isinstance(after, dict):
+        render_diff(console, {"ticket": "T-1", "before": {}, "after": {}, **compare(before, after)})
