@@ -376,9 +376,7 @@ class Api:
         session whose agent is offline is ended in the store, so it can never resume.
         """
         ticket = await self._ticket(params)
-        reason = params.get("reason") or f"ended by {caller.user.name}"
-        if not isinstance(reason, str) or len(reason) > 200:
-            raise ApiError("bad_request", "a reason is text of at most 200 characters")
+        reason = optional_text(params, "reason", limit=200) or f"ended by {caller.user.name}"
         ended: list[dict[str, Any]] = []
         for link in [x for x in self.controller.links.values() if x.ticket_id == ticket.id]:
             await self.controller.finish_session(link, reason, by=caller.user.name)
