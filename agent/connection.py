@@ -21,7 +21,7 @@ from typing import Any, Literal
 from agent import __version__
 from agent.config import AgentConfig
 from agent.state import AgentHome
-from agent.tls import PinMismatch, check_pin, pinned_client_context
+from agent.tls import PinMismatch, pinned_client_context, pinned_connection
 from protocol import codec, signing
 from protocol.errors import ProtocolError
 from protocol.machine import Ended, Refused
@@ -248,14 +248,16 @@ class AgentRunner:
                 # frames are small JSON: compression would cost CPU and a zlib context per
                 # connection for next to no bytes saved
                 compression=None,
+                # the pin is checked as soon as TLS is up, before the HTTP upgrade
+                create_connection=pinned_connection(self.config.pin),
             )
+        except PinMismatch as exc:
+            # Fatal, on a join and on a resume alike: the pin comes from the config and
+            # does not change, so redialling cannot help (the service unit does not
+            # restart on exit 5). The saved session stays for a later `resume`.
+            raise Outcome(EXIT_UNREACHABLE, str(exc)) from None
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             raise Dropped(f"cannot reach the controller at {self.config.url}: {exc}") from None
-        try:
-            check_pin(ws.transport.get_extra_info("ssl_object"), self.config.pin)
-        except PinMismatch as exc:
-            await ws.close()
-            raise Outcome(EXIT_UNREACHABLE, str(exc)) from None
         machine = AgentSession(
             public_key=self.public_key,
             sign=lambda challenge: signing.sign_agent(self.key, challenge, self.config.pin),
@@ -419,8 +421,17 @@ class AgentRunner:
                     await self._flush()
 
         try:
-            data = await fixes.run(proposal, self._fix_policy, emit)
-            result = Result(reply_to=proposal.id, ok=True, data=data, produced_at=datetime.now(UTC))
+            try:
+                data = await fixes.run(proposal, self._fix_policy, emit)
+                result = Result(
+                    reply_to=proposal.id, ok=True, data=data, produced_at=datetime.now(UTC)
+                )
+            except fixes.Refused:
+                raise
+            except Exception as exc:
+                # anything unforeseen is a refusal too: the controller must always hear
+                # back, and the refusal must reach its audit log
+                raise fixes.Refused("agent_error", f"{type(exc).__name__}: {exc}") from exc
         except fixes.Refused as refused:
             why = one_line(refused.message, 300)
             self.say(f"fix {one_line(proposal.fix_id, 48)} refused: {why}")
@@ -450,7 +461,7 @@ class AgentRunner:
             result = Result(
                 reply_to=request.id,
                 ok=False,
-                error=f"{type(exc).__name__}: {exc}",
+                error=f"{type(exc).__name__}: {exc}"[:1000],  # Result.error holds 2,000
                 produced_at=datetime.now(UTC),
             )
         # durable before sent: a crash or a drop from here on cannot lose it

@@ -79,10 +79,28 @@ class FixPolicy:
     notes: list[str] = field(default_factory=list)
 
 
+#: a refusal's message goes into ``Result.error`` (at most 2,000 characters) and is shown
+#: to the customer; parameters in it (a path, say) come from the controller and can be long
+MESSAGE_LIMIT = 1000
+
+
+def clip(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters in the middle (the end often says why)."""
+    if len(text) <= limit:
+        return text
+    note = f" …({len(text):,} characters, clipped)… "
+    head = (limit - len(note)) // 2
+    tail = limit - len(note) - head
+    return text[:head] + note + text[len(text) - tail :]
+
+
 class Refused(Exception):
+    """The agent will not run a fix; ``message`` is clipped so a refusal can always be sent."""
+
     def __init__(self, code: str, message: str) -> None:
+        message = clip(message)
         super().__init__(message)
-        self.code = code
+        self.code = clip(code, 64)
         self.message = message
 
 

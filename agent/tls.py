@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio.sslproto
 import hashlib
 import ssl
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from websockets.asyncio.client import ClientConnection
 
 #: asyncio reads each TLS connection through its own buffer of ``SSLProtocol.max_size``
 #: (256 KiB), which makes an idle connection cost about 290 KB. A TLS record carries at
@@ -40,8 +43,9 @@ def pinned_client_context() -> ssl.SSLContext:
     """A TLS 1.3 client context for a pinned self-signed peer.
 
     Chain and host-name checks are off *because* :func:`check_pin` compares the
-    certificate's SHA-256 with the pin before a single application byte is sent. Making
-    one also makes this process's TLS buffers lean (:func:`lean_tls_buffers`).
+    certificate's SHA-256 with the pin before a single application byte is sent (see
+    :func:`pinned_connection`). Making one also makes this process's TLS buffers lean
+    (:func:`lean_tls_buffers`).
     """
     lean_tls_buffers()
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -58,3 +62,23 @@ def check_pin(ssl_object: ssl.SSLObject | ssl.SSLSocket | None, pin: str) -> str
     if actual != pin:
         raise PinMismatch(pin, actual)
     return actual
+
+
+def pinned_connection(pin: str) -> type[ClientConnection]:
+    """A websockets connection class that checks ``pin`` before its opening handshake.
+
+    Pass it as ``connect(create_connection=...)``. asyncio hands the connection its
+    transport only once the TLS handshake is complete, and websockets writes nothing until
+    it calls :meth:`handshake`; checking there means a server with another certificate
+    never sees the HTTP upgrade (path, ``Host``, ``Sec-WebSocket-Key``, ``User-Agent``).
+    :class:`PinMismatch` propagates out of ``connect`` unchanged, after websockets has
+    aborted the transport.
+    """
+    from websockets.asyncio.client import ClientConnection
+
+    class PinnedConnection(ClientConnection):
+        async def handshake(self, *args: Any, **kwargs: Any) -> None:
+            check_pin(self.transport.get_extra_info("ssl_object"), pin)
+            await super().handshake(*args, **kwargs)
+
+    return PinnedConnection

@@ -60,22 +60,51 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def parse_ticket_id(value: object) -> int:
-    text = str(value).strip().upper()
-    if text.startswith("T-"):
-        text = text[2:]
-    if not text.isdigit():
-        raise ApiError("bad_request", f"not a ticket id: {value!r} (expected T-<number>)")
+#: the largest id or count the store holds (a 64-bit signed integer)
+ID_MAX = 2**63 - 1
+
+
+def parse_id(value: object, name: str, prefix: str, what: str) -> int:
+    """``PREFIX-<n>``, ``<n>`` or an int, as a positive id the store can hold."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ApiError("bad_request", f"{name}: not {what} id (expected {prefix}-<number>)")
+    text = str(value).strip().upper().removeprefix(f"{prefix}-")
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or not 0 < int(text) <= ID_MAX:
+        shown = repr(value) if len(str(value)) <= 40 else repr(str(value)[:40]) + "…"
+        raise ApiError(
+            "bad_request", f"{name}: not {what} id: {shown} (expected {prefix}-<number>)"
+        )
     return int(text)
+
+
+def parse_ticket_id(value: object, name: str = "ticket") -> int:
+    return parse_id(value, name, "T", "a ticket")
 
 
 def _text(params: dict[str, Any], key: str, *, limit: int = 500) -> str:
     value = params.get(key)
     if not isinstance(value, str) or not value.strip():
-        raise ApiError("bad_request", f"{key} is required")
+        raise ApiError("bad_request", f"{key} is required, as text")
     if len(value) > limit:
         raise ApiError("bad_request", f"{key} is longer than {limit} characters")
+    if "\x00" in value:
+        raise ApiError("bad_request", f"{key} contains a NUL character")
     return value.strip()
+
+
+def optional_text(params: dict[str, Any], key: str, *, limit: int = 500) -> str | None:
+    """A parameter that may be absent (or null or empty); if given, text within ``limit``."""
+    if params.get(key) in (None, ""):
+        return None
+    return _text(params, key, limit=limit)
+
+
+def whole_number(params: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+    """An integer parameter within ``low``…``high`` (booleans are not numbers)."""
+    value = params.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ApiError("bad_request", f"{key} must be a whole number from {low} to {high}")
+    return value
 
 
 def session_json(session: Session, connected: bool) -> dict[str, Any]:
@@ -269,9 +298,17 @@ class Api:
         except ApiError as exc:
             machine.reply_error(call_id, exc.code, exc.message)
             outcome = exc.code
-        except Exception as exc:  # one bad call must not take the connection down
-            log.exception("API call %s failed", method)
-            machine.reply_error(call_id, "internal", f"{type(exc).__name__}: {exc}")
+        except Exception:  # one bad call must not take the connection down
+            # the details (SQL, paths, values) stay in the server's log: the caller gets
+            # an id to quote, never the text of the exception
+            error_id = os.urandom(4).hex()
+            log.exception("API call %s failed (error %s)", method, error_id)
+            machine.reply_error(
+                call_id,
+                "internal",
+                f"the controller failed to answer {method} (error {error_id}; its log has "
+                "the details)",
+            )
             outcome = "internal"
         # the method and its outcome only: params may hold secrets (a webhook's)
         logs.event(
@@ -361,9 +398,7 @@ class Api:
         session whose agent is offline is ended in the store, so it can never resume.
         """
         ticket = await self._ticket(params)
-        reason = params.get("reason") or f"ended by {caller.user.name}"
-        if not isinstance(reason, str) or len(reason) > 200:
-            raise ApiError("bad_request", "a reason is text of at most 200 characters")
+        reason = optional_text(params, "reason", limit=200) or f"ended by {caller.user.name}"
         ended: list[dict[str, Any]] = []
         for link in [x for x in self.controller.links.values() if x.ticket_id == ticket.id]:
             await self.controller.finish_session(link, reason, by=caller.user.name)
@@ -432,28 +467,27 @@ class Api:
 
     async def audit_list(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
         ticket = parse_ticket_id(params["ticket"]) if params.get("ticket") else None
-        since = parse_since(params["since"]) if params.get("since") else None
-        limit = params.get("limit", 1000)
-        if not isinstance(limit, int) or not 1 <= limit <= 100_000:
-            raise ApiError("bad_request", "limit must be 1 to 100000")
+        since_text = optional_text(params, "since", limit=100)
+        since = parse_since(since_text) if since_text else None
         from controller.audit import EVENT_TYPES, ROUTINE_TYPES, match_types
 
         types = None
-        if params.get("type"):
+        type_pattern = optional_text(params, "type", limit=1000)
+        if type_pattern:
             # a type no longer written still names its old events
             known = EVENT_TYPES | await self.store.audit_types()
             try:
-                types = match_types(str(params["type"]), known)
+                types = match_types(type_pattern, known)
             except ValueError as exc:
                 raise ApiError("bad_request", str(exc)) from None
         events = await self.store.audit_events(
             types=types,
             hide_types=() if params.get("all") or types is not None else ROUTINE_TYPES,
             ticket_id=ticket,
-            session_id=params.get("session"),
-            actor=params.get("actor"),
+            session_id=optional_text(params, "session", limit=100),
+            actor=optional_text(params, "actor", limit=200),
             since=since,
-            limit=limit,
+            limit=whole_number(params, "limit", 1000, 1, 100_000),
         )
         return [
             {
@@ -604,7 +638,7 @@ class Api:
         return user_json(updated)
 
 
-def parse_since(text: str) -> datetime:
+def parse_since(text: str, name: str = "since") -> datetime:
     """An age (``30m``, ``24h``, ``7d``, ``1d12h``: :mod:`controller.durations`) ago, or an
     ISO-8601 time."""
     from controller.durations import DurationError, parse_seconds
@@ -612,14 +646,15 @@ def parse_since(text: str) -> datetime:
     if not text.isdigit():  # 20260401 is a basic-format ISO date, not an age in seconds
         try:
             return utcnow() - timedelta(seconds=parse_seconds(text))
-        except DurationError:
+        except (DurationError, OverflowError):
             pass
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
+    except (ValueError, OverflowError):
+        shown = text if len(text) <= 40 else text[:40] + "…"
         raise ApiError(
             "bad_request",
-            f"since: not a time or age: {text!r} (an ISO time, or an age: 30m, 24h, 7d, 1d12h)",
+            f"{name}: not a time or age: {shown!r} (an ISO time, or an age: 30m, 24h, 7d, 1d12h)",
         ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import tomli_w
 
-from agent.tls import check_pin, pinned_client_context
+from agent.tls import pinned_client_context, pinned_connection
 from protocol import codec, signing
 from protocol.api import (
     ApiClient,
@@ -150,6 +150,7 @@ class Connection:
 
     async def __aenter__(self) -> Connection:
         from websockets.asyncio.client import connect
+        from websockets.exceptions import InvalidHandshake
 
         try:
             self._ws = await connect(
@@ -159,16 +160,14 @@ class Connection:
                 open_timeout=10,
                 ping_interval=None,
                 compression=None,
+                # PinMismatch from here, before the HTTP upgrade is sent
+                create_connection=pinned_connection(self.settings.pin),
             )
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
             raise ClientError(
                 "unreachable", f"cannot reach the controller at {self.settings.url}: {exc}"
             ) from None
-        try:
-            cert = check_pin(self._ws.transport.get_extra_info("ssl_object"), self.settings.pin)
-        except Exception:
-            await self._ws.close()
-            raise
+        cert = self.settings.pin  # checked by pinned_connection
         signer = Signer(self.settings.key)
         while self.me is None:
             for event in await self._receive():

@@ -74,7 +74,11 @@ def lookup(root: Any, item: Any, path: str) -> Any:
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        number = float(value)  # an int beyond a float's range raises
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _equal(a: Any, b: Any) -> bool:
@@ -555,7 +559,12 @@ def _metric_changes(
             old_items = {str(lookup(before, i, metric.key)): i for i in _items(before, metric.each)}
             new_items = {str(lookup(after, i, metric.key)): i for i in _items(after, metric.each)}
             pairs = [
-                (old_items.get(k, {}), new_items.get(k, {}), new_items.get(k) or old_items[k])
+                # an empty item ({}) is falsy but present: choose by key, not truthiness
+                (
+                    old_items.get(k, {}),
+                    new_items.get(k, {}),
+                    new_items[k] if k in new_items else old_items[k],
+                )
                 for k in sorted(set(old_items) | set(new_items))
             ]
         for old_item, new_item, label_item in pairs:

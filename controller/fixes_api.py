@@ -239,11 +239,13 @@ async def fix_run(api: Api, caller: Caller, params: dict[str, Any], progress: Pr
             f"the agent did not finish in time; if it ran, its result will be attached to "
             f"T-{ticket.id} when the agent delivers it (request {proposal.id})",
         ) from None
+    # the agent's data first: what the controller knows (ticket, request, fix) is never
+    # overwritten by what an agent claims
     outcome: dict[str, Any] = {
+        **result.data,
         "ticket": f"T-{ticket.id}",
         "request": proposal.id,
         "fix": fix.id,
-        **result.data,
     }
     if not result.ok:
         outcome["error"] = result.error

@@ -29,7 +29,7 @@ from controller.audit import AuditLog, load_key
 from controller.home import ControllerHome
 from controller.store import CodeRefused, Store
 from controller.tls import server_context
-from protocol import codec, signing
+from protocol import codec, jsondata, signing
 from protocol.errors import ProtocolError
 from protocol.machine import Ended, Refused
 from protocol.messages import (
@@ -72,6 +72,30 @@ def ticket_ref(ticket_id: int) -> str:
     return f"T-{ticket_id}"
 
 
+#: how much of a fix's live output the controller keeps for the ticket in case the fix
+#: never reports a result (the agent's own cap on a fix's output is the same order)
+FIX_OUTPUT_KEPT = 64 * 1024
+
+
+@dataclass
+class RunningFix:
+    """A fix proposed over a link whose result has not arrived: what it printed so far."""
+
+    fix_id: str
+    technician: str
+    output: list[dict[str, str]] = field(default_factory=list)
+    size: int = 0
+    truncated: bool = False
+
+    def add(self, output: FixOutput) -> None:
+        if self.size + len(output.data) > FIX_OUTPUT_KEPT:
+            self.truncated = True
+            return
+        self.size += len(output.data)
+        # PostgreSQL text cannot hold NUL
+        self.output.append({"stream": output.stream, "data": output.data.replace("\x00", "\ufffd")})
+
+
 @dataclass
 class AgentLink:
     """One connected agent with a live session."""
@@ -87,6 +111,9 @@ class AgentLink:
     pings: set[str] = field(default_factory=set)
     #: live output of running fixes goes to whoever proposed them
     outputs: dict[str, Callable[[FixOutput], Awaitable[None]]] = field(default_factory=dict)
+    #: fixes in flight, kept apart from ``pending``: they outlive the technician's call, so
+    #: a fix that ends without a result is recorded even if nobody is waiting for it
+    running: dict[str, RunningFix] = field(default_factory=dict)
 
     async def flush(self) -> None:
         await send_all(self.connection, self.machine.data_to_send())
@@ -104,6 +131,8 @@ class AgentLink:
             self.pings.add(message.id)
         if on_output is not None:
             self.outputs[message.id] = on_output
+        if isinstance(message, FixProposal):
+            self.running[message.id] = RunningFix(message.fix_id, message.technician.name)
         try:
             self.machine.send_request(message)
             await self.flush()
@@ -242,6 +271,9 @@ class Controller:
                     elif isinstance(event, ResultReceived) and link is not None:
                         await self._on_result(link, event.result)
                     elif isinstance(event, OutputReceived) and link is not None:
+                        running = link.running.get(event.output.reply_to or "")
+                        if running is not None:
+                            running.add(event.output)
                         listener = link.outputs.get(event.output.reply_to or "")
                         if listener is not None:
                             await listener(event.output)
@@ -286,6 +318,7 @@ class Controller:
                     session_id=link.session_id,
                     agent_id=link.agent_id,
                 )
+                await self.fixes_interrupted(link, "the connection to the agent was lost")
 
     async def _on_join(
         self,
@@ -463,6 +496,7 @@ class Controller:
             self.unregister(previous)
             previous.drop()
             await previous.connection.close(CloseCode.NORMAL_CLOSURE, "replaced by a reconnect")
+            await self.fixes_interrupted(previous, "the agent reconnected (restarted?) first")
         machine.start(
             SessionStarted(
                 session_id=session.id,
@@ -488,6 +522,7 @@ class Controller:
     async def _on_result(self, link: AgentLink, result: Result) -> None:
         request_id = result.reply_to
         assert request_id is not None
+        link.running.pop(request_id, None)
         future = link.pending.get(request_id)
         if request_id in link.pings:
             if future is not None and not future.done():
@@ -507,6 +542,25 @@ class Controller:
             link.machine.ack(request_id)
             await link.flush()
             return
+        unstorable = jsondata.problem(result.data)
+        if unstorable is not None and request is not None:
+            # refused as data, not as a frame: the request gets a failed result on its
+            # ticket (and the waiting call its answer), the agent its ack, so the outbox
+            # does not redeliver it for ever
+            await self.audit(
+                "result.refused",
+                session_id=link.session_id,
+                ticket_id=link.ticket_id,
+                agent_id=link.agent_id,
+                details={"request_id": request_id, "reason": unstorable},
+            )
+            result = Result(
+                id=result.id,
+                reply_to=request_id,
+                ok=False,
+                error=f"the agent's result was refused: {unstorable}",
+                produced_at=result.produced_at,
+            )
         try:
             attachment, fresh = await self.store.attach_result(
                 request_id, result.ok, result.data, result.produced_at, utcnow()
@@ -514,7 +568,7 @@ class Controller:
         except KeyError:
             log.warning("result for unknown request %s from %s", request_id, link.agent_id)
         else:
-            if fresh:
+            if fresh and unstorable is None:
                 where = {
                     "session_id": link.session_id,
                     "ticket_id": link.ticket_id,
@@ -541,6 +595,43 @@ class Controller:
             actor=by,
             details={"reason": reason},
         )
+        await self.fixes_interrupted(link, f"the session ended: {reason}")
+
+    async def fixes_interrupted(self, link: AgentLink, reason: str) -> None:
+        """Record on the ticket every fix of ``link`` that ended without a result.
+
+        The output it streamed goes on the ticket's timeline. Should the agent deliver the
+        real result later (from its outbox, after a resume), it is attached as usual: this
+        record is a timeline event, not the request's attachment.
+        """
+        running, link.running = link.running, {}
+        for request_id, fix in running.items():
+            await self.audit(
+                "fix.interrupted",
+                session_id=link.session_id,
+                ticket_id=link.ticket_id,
+                agent_id=link.agent_id,
+                actor=fix.technician,
+                details={
+                    "request_id": request_id,
+                    "fix": fix.fix_id,
+                    "reason": reason,
+                    "output_chunks": len(fix.output),
+                    "truncated": fix.truncated,
+                },
+            )
+            await self.desk.fix_interrupted(
+                link.ticket_id,
+                {
+                    "request": request_id,
+                    "fix": fix.fix_id,
+                    "session": link.session_id,
+                    "reason": reason,
+                    "output": fix.output,
+                    "truncated": fix.truncated,
+                },
+                fix.technician,
+            )
 
     async def finish_session(self, link: AgentLink, reason: str, *, by: str) -> None:
         """End a live session from our side (a technician, the grant running out).

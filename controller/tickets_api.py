@@ -72,15 +72,15 @@ def _text(params: dict[str, Any], key: str, *, limit: int = 500) -> str:
 
 
 def _optional(params: dict[str, Any], key: str, *, limit: int = 500) -> str | None:
-    if params.get(key) in (None, ""):
-        return None
-    return _text(params, key, limit=limit)
+    from controller.api import optional_text
+
+    return optional_text(params, key, limit=limit)
 
 
 def _ticket_id(params: dict[str, Any], key: str = "ticket") -> int:
     from controller.api import parse_ticket_id
 
-    return parse_ticket_id(params.get(key))
+    return parse_ticket_id(params.get(key), key)
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -427,7 +427,7 @@ async def report_kpi(api: Api, caller: Caller, params: dict[str, Any], progress:
         raise _error("bad_request", f"--by is {' or '.join(kpi.GROUPINGS)}, not {by!r}")
     now = utcnow()
     since = parse_since(str(params.get("since") or "30d"))
-    until = parse_since(str(params["until"])) if params.get("until") else now
+    until = parse_since(str(params["until"]), "until") if params.get("until") else now
     if since >= until or until - since > timedelta(days=3660):
         raise _error("bad_request", "the window must run forwards and span at most 10 years")
     await progress("reading tickets")
@@ -449,11 +449,9 @@ async def report_kpi(api: Api, caller: Caller, params: dict[str, Any], progress:
 
 
 def _article_id(value: Any) -> int:
-    text = str(value).strip().upper()
-    text = text[3:] if text.startswith("KB-") else text
-    if not text.isdigit():
-        raise _error("bad_request", f"not an article id: {value!r} (expected KB-<number>)")
-    return int(text)
+    from controller.api import parse_id
+
+    return parse_id(value, "article", "KB", "an article")
 
 
 async def kb_search(api: Api, caller: Caller, params: dict[str, Any], _p: Progress) -> Any:
@@ -515,7 +513,14 @@ async def webhook_add(api: Api, caller: Caller, params: dict[str, Any], _p: Prog
     """Register a webhook; the signing secret is shown in this answer only."""
     try:
         url = webhooks.check_url(_text(params, "url", limit=2000))
-        events = webhooks.check_events([str(e) for e in params.get("events") or []])
+        events = params.get("events") or []
+        if (
+            not isinstance(events, list)
+            or len(events) > 100
+            or not all(isinstance(e, str) for e in events)
+        ):
+            raise ValueError("events is a list of up to 100 filters (ticket.resolved, ticket.*)")
+        events = webhooks.check_events(events)
     except ValueError as exc:
         raise _error("bad_request", str(exc)) from None
     secret = _optional(params, "secret", limit=128) or webhooks.new_secret()
@@ -568,10 +573,9 @@ async def webhook_log(api: Api, caller: Caller, params: dict[str, Any], _p: Prog
 
 
 def _webhook_id(params: dict[str, Any]) -> int:
-    value = params.get("id")
-    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit():
-        raise _error("bad_request", f"not a webhook id: {value!r}")
-    return int(value)
+    from controller.api import parse_id
+
+    return parse_id(params.get("id"), "id", "W", "a webhook")
 
 
 async def _audit_webhook(api: Api, caller: Caller, type_: str, hook: Webhook) -> None:

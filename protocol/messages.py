@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -37,6 +38,17 @@ Scope = Literal["diagnostics:read", "fixes:propose"]
 Refusal = Literal["declined", "timed_out", "no_input"]
 #: what a join asks for; every fix proposal still asks the customer on its own
 DEFAULT_SCOPES: tuple[Scope, ...] = ("diagnostics:read", "fixes:propose")
+
+
+def _no_nul(text: str) -> str:
+    # text an agent sends is stored, and PostgreSQL holds no NUL in text or JSON
+    if "\x00" in text:
+        raise ValueError("text may not contain a NUL character")
+    return text
+
+
+#: free text from the agent that the controller stores
+StoredText = Annotated[str, AfterValidator(_no_nul)]
 
 
 def new_id() -> str:
@@ -76,7 +88,7 @@ class End(_Message):
     """Either direction: the session ends (customer left, grant expired, revoked…)."""
 
     type: Literal["end"] = "end"
-    reason: str = Field(max_length=200)
+    reason: StoredText = Field(max_length=200)
     #: controller → agent: the customer may rate the session before the agent closes
     rate: bool = False
 
@@ -87,9 +99,9 @@ class End(_Message):
 class AgentInfo(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    hostname: str = Field(max_length=255)
-    platform: str = Field(max_length=255)
-    agent_version: str = Field(max_length=64)
+    hostname: StoredText = Field(max_length=255)
+    platform: StoredText = Field(max_length=255)
+    agent_version: StoredText = Field(max_length=64)
 
 
 class Join(_Message):
@@ -222,7 +234,7 @@ class Rating(_Message):
 
     type: Literal["rating"] = "rating"
     score: int = Field(ge=1, le=5)
-    comment: str | None = Field(default=None, max_length=1000)
+    comment: StoredText | None = Field(default=None, max_length=1000)
 
 
 class Ack(_Message):

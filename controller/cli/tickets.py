@@ -290,6 +290,10 @@ def timeline_text(event: dict[str, Any]) -> str:
         "closed": lambda: "closed",
         "reopened": lambda: f"reopened: {data.get('reason')}",
         "session_started": lambda: f"remote session {data.get('session')} with the customer",
+        "fix_interrupted": lambda: (
+            f"fix {data.get('fix')} ended without a result: {data.get('reason')} "
+            f"({len(data.get('output') or [])} pieces of output kept, `--json` shows them)"
+        ),
         "rated": lambda: (
             f"customer rated {data.get('score')}/5"
             + (f": {data['comment']}" if data.get("comment") else "")

@@ -397,6 +397,18 @@ class TicketDesk:
 
         await self._change(Who(technician, "technician"), ticket_id, decide)
 
+    async def fix_interrupted(self, ticket_id: int, data: dict[str, Any], technician: str) -> None:
+        """A fix ended without a result (the agent went away): on the timeline, with the
+        output it streamed. Bookkeeping only, like :meth:`session_started`."""
+        try:
+            await self._change(
+                Who(technician, "technician"),
+                ticket_id,
+                lambda _t: [Change("ticket.fix_interrupted", data)],
+            )
+        except Exception:
+            log.exception("T-%s: an interrupted fix could not be recorded", ticket_id)
+
     async def rating(
         self,
         ticket_id: int,
