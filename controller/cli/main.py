@@ -101,7 +101,7 @@ def serve(
     """Run the controller until interrupted."""
     import logging
 
-    from controller.home import ControllerHome, HomeError, parse_listen
+    from controller.home import ControllerHome, HomeError, HomeInUse, parse_listen
     from controller.server import run_server
 
     debug = bool(os.environ.get("HELPLINE_DEBUG"))
@@ -116,6 +116,8 @@ def serve(
     target = ControllerHome.resolve(home)
     try:
         asyncio.run(run_server(target, parse_listen(listen) if listen else None))
+    except HomeInUse as exc:
+        fail("conflict", str(exc))
     except (HomeError, ValueError) as exc:
         fail("not_configured", str(exc))
     except OSError as exc:
