@@ -178,32 +178,41 @@ class AuditThrottle:
             window.suppressed += 1
             window.last = fields
             return
-        if window is not None and window.suppressed:
-            await self._summary(key, window)
+        if window is not None:
+            await self._finish(key, window)
         self._windows[key] = _Window(now)
         if len(self._windows) > self.max_keys:
             await self.flush(now)
         await self._write(type, source=source, **fields)
 
     async def flush(self, now: float | None = None) -> None:
-        """Write the summaries of finished windows (all of them when ``now`` is None)."""
+        """Write the summaries of finished windows (all of them when ``now`` is None).
+
+        A summary that cannot be written stays counted and is tried again next time.
+        """
         moment = time.monotonic() if now is None else now
         for key, window in list(self._windows.items()):
             if now is None or moment - window.started >= self.interval:
-                del self._windows[key]
-                if window.suppressed:
-                    await self._summary(key, window)
+                await self._finish(key, window)
 
-    async def _summary(self, key: tuple[str, str], window: _Window) -> None:
-        type, source = key
-        fields = dict(window.last)
-        fields["details"] = {
-            **(fields.get("details") or {}),
-            "aggregated": window.suppressed,
-            "interval_s": self.interval,
-        }
-        fields.pop("source", None)
-        await self._write(type, source=source, **fields)
+    async def _finish(self, key: tuple[str, str], window: _Window) -> None:
+        count, window.suppressed = window.suppressed, 0
+        if count:
+            type, source = key
+            fields = dict(window.last)
+            fields.pop("source", None)
+            fields["details"] = {
+                **(fields.get("details") or {}),
+                "aggregated": count,
+                "interval_s": self.interval,
+            }
+            try:
+                await self._write(type, source=source, **fields)
+            except BaseException:
+                window.suppressed += count
+                raise
+        if self._windows.get(key) is window and not window.suppressed:
+            del self._windows[key]
 
 
 _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})

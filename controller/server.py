@@ -688,7 +688,10 @@ class Controller:
         """Write the aggregated hostile-event rows as their intervals end."""
         while True:
             await asyncio.sleep(self.limits.report_interval / 4)
-            await self.hostile.flush(time.monotonic())
+            try:
+                await self.hostile.flush(time.monotonic())
+            except Exception:  # a failed write is retried next time, never ends the task
+                log.exception("cannot write the aggregated audit rows; retrying")
 
     def register(self, link: AgentLink) -> None:
         """Index a link that just went live."""
