@@ -375,27 +375,11 @@ def test_a_replayed_resume_is_refused_and_audited(make_controller: ControllerFac
 
 def test_a_join_signed_for_another_certificate_is_audited(controller: Controller) -> None:
     key = Ed25519PrivateKey.generate()
-    pin = _pin(controller)
-
-    async def relayed() -> str:
-        # what a relay in the middle would pass on: signed for the certificate the agent saw
-        async with await _silent(controller.url + "/agent") as ws:
-            hello = codec.decode(await ws.recv())
-            challenge = getattr(hello, "challenge")  # noqa: B009 - Hello has it
-            machine = AgentSession(
-                public_key=signing.public_key_text(key),
-                sign=lambda c: signing.sign_agent(key, c, "ab" * 32),
-                agent=AgentInfo(hostname="raw", platform="test", agent_version="0"),
-                code="ABCDE-FGHJK",
-            )
-            assert pin != "ab" * 32 and challenge
-            machine.receive(hello)
-            for message in machine.data_to_send():
-                await ws.send(codec.encode(message))
-            error = codec.decode(await ws.recv())
-            return str(getattr(error, "code"))  # noqa: B009 - Error has it
-
-    assert asyncio.run(relayed()) == "auth_failed"
+    other = "ab" * 32
+    assert _pin(controller) != other
+    # what a relay in the middle passes on: a join signed for the certificate it showed
+    outcome, _ = asyncio.run(_raw_agent(controller, other, key, code="ABCDE-FGHJK"))
+    assert outcome == "auth_failed"
     [row] = controller.json("audit", "log", "--type", "agent.auth_failed")
     assert row["details"] == {"message": "join", "reason": "agent signature does not verify"}
     assert row["agent"] == signing.agent_id(signing.public_key_text(key))
