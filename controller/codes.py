@@ -56,7 +56,7 @@ class FailureLimiter:
     Overall: past ``global_limit`` failures within the window every attempt is delayed by
     ``slow_seconds`` before it is checked. Nobody is refused for what other addresses
     did: a guesser elsewhere can slow customers down by a second, never lock them out
-    (the README's "Session codes" gives the arithmetic of this trade-off).
+    (the README's "Guessing, and why nobody is locked out" works out the odds).
     """
 
     per_source: int = 5
