@@ -30,9 +30,9 @@ from protocol.messages import (
 )
 from protocol.session import (
     Acknowledged,
-    AuthFailed,
     AgentSession,
     AgentState,
+    AuthFailed,
     ConsentDecided,
     ConsentNeeded,
     ControllerSession,
