@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("helpline.api")
 
 ROLES = ("admin", "technician", "auditor")
+#: calls that walk whole tables: one at a time controller-wide, one per user at all
+HEAVY = frozenset({"audit.verify", "audit.export", "audit.list", "report.kpi"})
 LEVELS = ("L1", "L2", "L3")
 PRIORITIES = ("P1", "P2", "P3", "P4")
 
@@ -155,6 +158,11 @@ class Api:
         #: open API connections per user, so that removing a user or changing their role
         #: takes effect at once
         self.connections: dict[str, set[ServerConnection]] = {}
+        #: calls in flight per user, over all their connections
+        self.in_flight: dict[str, int] = {}
+        #: users with a heavy call running or waiting for :attr:`heavy`
+        self.heavy_users: set[str] = set()
+        self.heavy = asyncio.Lock()
 
     async def revoke(self, name: str, reason: str) -> int:
         """Close every open API connection of ``name``; returns how many."""
@@ -192,7 +200,15 @@ class Api:
                         caller = await self._authenticate(machine, event, source)
                         if caller is not None:
                             self.connections.setdefault(caller.user.name, set()).add(connection)
+                            controller.logged_in(connection, codec.API_MAX_FRAME)
                     elif isinstance(event, CallReceived) and caller is not None:
+                        busy = self._busy(caller, len(tasks))
+                        if busy is not None:
+                            # refused at once, never queued: a client cannot pile up work
+                            machine.reply_error(event.call.id, "busy", busy)
+                            continue
+                        name = caller.user.name
+                        self.in_flight[name] = self.in_flight.get(name, 0) + 1
                         task = asyncio.create_task(
                             self._dispatch(
                                 machine,
@@ -205,17 +221,41 @@ class Api:
                         )
                         tasks.add(task)
                         task.add_done_callback(tasks.discard)
+                        task.add_done_callback(functools.partial(self._call_done, name))
                 await flush()
                 if machine.finished:
                     await connection.close(CloseCode.POLICY_VIOLATION, "authentication failed")
                     return
-        except ConnectionClosed:
-            pass
+        except ConnectionClosed as exc:
+            if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
+                await controller.frame_too_large(connection, "api")
         finally:
             for task in tasks:
                 task.cancel()
             if caller is not None:
                 self.connections.get(caller.user.name, set()).discard(connection)
+
+    def _busy(self, caller: Caller, on_connection: int) -> str | None:
+        """Why another call from ``caller`` is refused now, or None."""
+        limits = self.controller.limits
+        if on_connection >= limits.calls_per_connection:
+            return (
+                f"{limits.calls_per_connection} calls are already running on this "
+                "connection; wait for one to finish"
+            )
+        if self.in_flight.get(caller.user.name, 0) >= limits.calls_per_user:
+            return (
+                f"{caller.user.name} has {limits.calls_per_user} calls running already; "
+                "wait for one to finish"
+            )
+        return None
+
+    def _call_done(self, name: str, _task: object) -> None:
+        left = self.in_flight.get(name, 1) - 1
+        if left:
+            self.in_flight[name] = left
+        else:
+            self.in_flight.pop(name, None)
 
     async def _authenticate(
         self, machine: ApiServer, event: AuthRequested, source: str
@@ -241,8 +281,8 @@ class Api:
         )
         if user is None:
             reason = "key not enrolled" if verified else "bad signature"
-            await self.controller.audit(
-                "auth.failed", source=source, details={"reason": reason, "key": fingerprint}
+            await self.controller.hostile.record(
+                "auth.failed", source, details={"reason": reason, "key": fingerprint}
             )
             machine.fail(
                 _AuthRefused(
@@ -292,7 +332,12 @@ class Api:
                 raise ApiError(
                     "forbidden", f"{method} is not allowed for the {caller.user.role} role"
                 )
-            result = await handler(self, caller, params, progress)
+            if method in HEAVY:
+                result = await self._heavy(
+                    caller, method, lambda: handler(self, caller, params, progress)
+                )
+            else:
+                result = await handler(self, caller, params, progress)
             machine.reply(call_id, result)
             outcome = "ok"
         except ApiError as exc:
@@ -323,6 +368,22 @@ class Api:
         )
         with contextlib.suppress(ConnectionClosed):
             await flush()
+
+    async def _heavy(self, caller: Caller, method: str, run: Callable[[], Awaitable[Any]]) -> Any:
+        """Run a call that walks whole tables: one per user, one at a time overall."""
+        name = caller.user.name
+        if name in self.heavy_users:
+            raise ApiError(
+                "busy",
+                f"{method} refused: {name} already has one of {', '.join(sorted(HEAVY))} "
+                "running or waiting; try again when it has finished",
+            )
+        self.heavy_users.add(name)
+        try:
+            async with self.heavy:  # other users' heavy calls wait their turn, in order
+                return await run()
+        finally:
+            self.heavy_users.discard(name)
 
     # -- helpers --------------------------------------------------------------------
 

@@ -11,6 +11,7 @@
       audit-head.json     the last signed audit checkpoint, kept outside the database
       admin_ed25519(.pub) the first admin's SSH key, unless --admin-key was given
       helpline.db         SQLite store (default)
+      serve.lock          held (flock) by the one running ``helpline serve``; its pid inside
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import secrets
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 from urllib.parse import urlsplit
 
 import tomli_w
@@ -29,6 +31,10 @@ from controller.tls import make_self_signed, pin_of, write_secret
 
 class HomeError(Exception):
     """The controller home is missing or broken; the message says what to do."""
+
+
+class HomeInUse(HomeError):
+    """Another ``helpline serve`` runs on this home (exit code 8, conflict)."""
 
 
 @dataclass(frozen=True)
@@ -172,6 +178,36 @@ class ControllerHome:
             )
         except (tomllib.TOMLDecodeError, KeyError, ValueError) as exc:
             raise HomeError(f"{self.config_path} is not a valid controller config: {exc}") from None
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path / "serve.lock"
+
+    def lock_for_serving(self) -> IO[str]:
+        """Take the home for this process; keep the returned file open while serving.
+
+        Two controllers on one home would split the agents between them and both sign
+        the audit chain. The kernel drops the lock when the process ends, even on SIGKILL,
+        so a crash never leaves a stale lock behind.
+        """
+        import fcntl
+
+        handle = open(self.lock_path, "a+")  # noqa: SIM115 - held for the life of the process
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise HomeInUse(
+                f"another `helpline serve` (pid {holder}) is already running on {self.path}; "
+                "stop it first, or give this one its own --home"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        return handle
 
     def pin(self) -> str:
         return pin_of(self.cert_path)

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,14 @@ from websockets.http11 import Request, Response
 from agent.tls import lean_tls_buffers
 from controller import codes
 from controller.audit import AuditLog, load_key
+from controller.guard import (
+    AuditThrottle,
+    Limits,
+    PreauthGate,
+    install_resource_filter,
+    raise_open_files_limit,
+    source_key,
+)
 from controller.home import ControllerHome
 from controller.store import CodeRefused, Store
 from controller.tls import server_context
@@ -46,6 +55,7 @@ from protocol.messages import (
     TicketRef,
 )
 from protocol.session import (
+    AuthFailed,
     ConsentDecided,
     ControllerSession,
     ControllerState,
@@ -154,6 +164,24 @@ async def send_all(connection: ServerConnection, messages: Iterable[Message]) ->
         await connection.send(codec.encode(message))
 
 
+class GatedConnection(ServerConnection):
+    """A server connection that gives back its pre-login slot however it ends.
+
+    ``connection_lost`` runs for every accepted connection, including those whose
+    websocket handshake failed after ``process_request`` counted them in.
+    """
+
+    gate: PreauthGate | None = None
+    login_timer: asyncio.TimerHandle | None = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.login_timer is not None:
+            self.login_timer.cancel()
+        if self.gate is not None:
+            self.gate.release(self)
+
+
 @dataclass
 class GrantSettings:
     grant: timedelta = timedelta(hours=2)
@@ -170,6 +198,7 @@ class Controller:
         name: str,
         audit_log: AuditLog,
         settings: GrantSettings | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.home = home
         self.store = store
@@ -179,6 +208,11 @@ class Controller:
         self.cert_sha256 = home.pin()
         self.pepper = home.pepper()
         self.limiter = codes.FailureLimiter()
+        self.limits = limits or Limits()
+        #: connections that have not joined, resumed or authenticated yet
+        self.gate = PreauthGate(self.limits.preauth_per_source, self.limits.preauth_total)
+        #: hostile events from one source: the first audited, then one row per interval
+        self.hostile = AuditThrottle(self.audit, self.limits.report_interval)
         self.links: dict[str, AgentLink] = {}
         #: the most recently connected link per ticket: API calls find agents without a query
         self.by_ticket: dict[int, AgentLink] = {}
@@ -195,10 +229,66 @@ class Controller:
 
     # -- routing --------------------------------------------------------------------
 
-    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
         if request.path not in ("/agent", "/api"):
             return connection.respond(404, "helpline serves /agent and /api only\n")
+        # Refused here, before a websocket or a handler exists: a flood of connections
+        # that never log in costs a TLS handshake each and cannot hold file descriptors.
+        source = self.source(connection)
+        refusal = self.gate.admit(connection, source)
+        if refusal is not None:
+            await self.hostile.record(
+                "connection.refused",
+                source,
+                details={"endpoint": request.path, "reason": refusal, "waiting": self.gate.pending},
+            )
+            response = connection.respond(503, refusal + "\n")
+            response.headers["Retry-After"] = "10"
+            return response
+        if isinstance(connection, GatedConnection):
+            connection.gate = self.gate
+            connection.login_timer = asyncio.get_running_loop().call_later(
+                self.limits.login_timeout, self._login_expired, connection, request.path
+            )
         return None
+
+    def logged_in(self, connection: ServerConnection, max_frame: int) -> None:
+        """The peer proved who it is: no login deadline, and its full frame limit.
+
+        Until now websockets refused any frame over :data:`codec.PREAUTH_MAX_FRAME` before
+        buffering it. The new limit applies from the next frame: the parser reads each
+        limit when a frame begins, and a client sends nothing between its login and our
+        answer to it.
+        """
+        if isinstance(connection, GatedConnection) and connection.login_timer is not None:
+            connection.login_timer.cancel()
+            connection.login_timer = None
+        self.gate.release(connection)
+        connection.protocol.max_message_size = max_frame
+
+    def _login_expired(self, connection: ServerConnection, endpoint: str) -> None:
+        task = asyncio.create_task(self._close_unauthenticated(connection, endpoint))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _close_unauthenticated(self, connection: ServerConnection, endpoint: str) -> None:
+        """Close a connection that did not log in within the deadline."""
+        self.gate.release(connection)
+        source = self.source(connection)  # gone once the transport is
+        seconds = self.limits.login_timeout
+        try:
+            # a peer that ignores the close frame holds its descriptor no longer than this
+            async with asyncio.timeout(2.0):
+                await connection.close(CloseCode.POLICY_VIOLATION, f"log in within {seconds:g} s")
+        except TimeoutError:
+            connection.transport.abort()
+        await self.hostile.record(
+            "connection.timed_out",
+            source,
+            details={"endpoint": endpoint, "login_timeout_s": seconds},
+        )
 
     async def handle(self, connection: ServerConnection) -> None:
         assert connection.request is not None
@@ -225,10 +315,23 @@ class Controller:
     ) -> None:
         """Answer a broken frame: error to the peer, audit, close with 1002."""
         machine_fail(exc)
-        await self.audit(
+        await self.hostile.record(
             "protocol.error",
-            source=self.source(connection),
+            self.source(connection),
             details={"endpoint": endpoint, "code": exc.code, "reason": exc.reason},
+        )
+
+    async def frame_too_large(self, connection: ServerConnection, endpoint: str) -> None:
+        """Audit a frame websockets refused with 1009 before buffering it."""
+        limit = connection.protocol.max_message_size
+        await self.hostile.record(
+            "protocol.error",
+            self.source(connection),
+            details={
+                "endpoint": endpoint,
+                "code": "frame_too_large",
+                "reason": f"a frame over {limit} bytes",
+            },
         )
 
     # -- agent endpoint -------------------------------------------------------------
@@ -243,9 +346,6 @@ class Controller:
         link: AgentLink | None = None
         pending_join: dict[str, Any] = {}
         source = self.source(connection)
-        # One server serves both endpoints with the API's larger limit; an agent's frames
-        # are held to theirs by websockets itself, before a byte past it is buffered.
-        connection.protocol.max_message_size = codec.AGENT_MAX_FRAME
         try:
             await send_all(connection, machine.data_to_send())
             async for frame in connection:
@@ -258,7 +358,7 @@ class Controller:
                     return
                 for event in events:
                     if isinstance(event, JoinRequested):
-                        await self._on_join(machine, event, source, pending_join)
+                        await self._on_join(machine, connection, event, source, pending_join)
                     elif isinstance(event, ConsentDecided):
                         link = await self._on_consent(machine, connection, event, pending_join)
                     elif isinstance(event, ResumeRequested):
@@ -289,6 +389,8 @@ class Controller:
                         )
                         await self.end_session(link, event.reason, by="agent")
                         link = None
+                    elif isinstance(event, AuthFailed):
+                        await self._on_auth_failed(event, source)
                     elif isinstance(event, Refused):
                         log.info(
                             "agent %s reported error %s: %s", source, event.code, event.message
@@ -299,15 +401,7 @@ class Controller:
                     return
         except ConnectionClosed as exc:
             if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
-                await self.audit(
-                    "protocol.error",
-                    source=source,
-                    details={
-                        "endpoint": "agent",
-                        "code": "frame_too_large",
-                        "reason": f"a frame over {codec.AGENT_MAX_FRAME} bytes",
-                    },
-                )
+                await self.frame_too_large(connection, "agent")
         finally:
             if link is not None and self.unregister(link):
                 link.drop()
@@ -320,35 +414,54 @@ class Controller:
                 )
                 await self.fixes_interrupted(link, "the connection to the agent was lost")
 
+    async def _on_auth_failed(self, event: AuthFailed, source: str) -> None:
+        """A join or resume whose signature did not verify: replayed, relayed or forged."""
+        try:
+            agent_id: str | None = signing.agent_id(event.public_key)
+        except ValueError:
+            agent_id = None
+        await self.hostile.record(
+            "agent.auth_failed",
+            source,
+            agent_id=agent_id,
+            session_id=event.session_id,
+            details={"message": event.kind, "reason": event.reason},
+        )
+
     async def _on_join(
         self,
         machine: ControllerSession,
+        connection: ServerConnection,
         event: JoinRequested,
         source: str,
         pending: dict[str, Any],
     ) -> None:
         agent_id = signing.agent_id(event.public_key)
-        blocked = self.limiter.blocked(source)
+        key = source_key(source)
+        blocked = await self.limiter.begin(key)
         if blocked:
-            await self.audit("code.rate_limited", source=source, agent_id=agent_id)
+            await self.hostile.record("code.rate_limited", source, agent_id=agent_id)
             machine.refuse("rate_limited", blocked)
             return
         canonical = codes.normalise(event.code)
         now = utcnow()
-        # counted as a failure before the await, so a burst of simultaneous guesses from
-        # one address cannot all pass the check above; taken back if the code is right
-        attempt = self.limiter.failed(source)
+        failed = True
         try:
             if canonical is None:
                 raise CodeRefused("unknown")
             code = await self.store.consume_code(codes.code_hash(self.pepper, canonical), now)
+            failed = False
         except CodeRefused as exc:
             await self.audit(
                 "code.failed", source=source, agent_id=agent_id, details={"reason": exc.reason}
             )
             machine.refuse("code_" + exc.reason, CODE_MESSAGES[exc.reason])
             return
-        self.limiter.forgive(source, attempt)
+        finally:
+            # only a wrong code counts against the address; one being checked held a slot
+            self.limiter.end(key, failed=failed)
+        # a valid code is this agent's login: the customer may take their time to consent
+        self.logged_in(connection, codec.AGENT_MAX_FRAME)
         ticket = await self.store.get_ticket(code.ticket_id)
         technician = await self.store.user_by_name(code.issued_by)
         assert ticket is not None
@@ -480,9 +593,9 @@ class Controller:
             refusal = ("grant_expired", "the customer's grant has expired; ask for a new code")
         if refusal is not None or session is None:
             assert refusal is not None
-            await self.audit(
+            await self.hostile.record(
                 "agent.resume_refused",
-                source=source,
+                source,
                 agent_id=agent_id,
                 session_id=event.session_id,
                 ticket_id=session.ticket_id if session else None,
@@ -491,6 +604,7 @@ class Controller:
             machine.refuse(*refusal)
             return None
         assert ticket is not None
+        self.logged_in(connection, codec.AGENT_MAX_FRAME)
         previous = self.links.get(session.id)
         if previous is not None:
             self.unregister(previous)
@@ -663,6 +777,15 @@ class Controller:
             for link in [link for link in self.links.values() if link.expires_at <= now]:
                 await self.finish_session(link, "grant expired", by="controller")
 
+    async def report_hostile(self) -> None:
+        """Write the aggregated hostile-event rows as their intervals end."""
+        while True:
+            await asyncio.sleep(self.limits.report_interval / 4)
+            try:
+                await self.hostile.flush(time.monotonic())
+            except Exception:  # a failed write is retried next time, never ends the task
+                log.exception("cannot write the aggregated audit rows; retrying")
+
     def register(self, link: AgentLink) -> None:
         """Index a link that just went live."""
         self.links[link.session_id] = link
@@ -724,6 +847,19 @@ async def run_server(
     """Serve until SIGINT/SIGTERM; migrate the store first."""
     lean_tls_buffers()  # ≈50 KB per idle agent instead of ≈290 KB
     config = home.load()
+    lock = home.lock_for_serving()  # held until this process exits
+    before, open_files = raise_open_files_limit()
+    limits = Limits.from_env(open_files)
+    log.info(
+        "open files limit %d (raised from %d); at most %d connections may wait to log in "
+        "(%d per address), each for %g s",
+        open_files,
+        before,
+        limits.preauth_total,
+        limits.preauth_per_source,
+        limits.login_timeout,
+    )
+    install_resource_filter(limits.report_interval)
     store = await Store.open(config.database)
     await store.migrate()
     audit_log = AuditLog(store, load_key(home.audit_key_path), home.audit_head_path)
@@ -743,6 +879,7 @@ async def run_server(
         name=config.name,
         audit_log=audit_log,
         settings=GrantSettings(grant=timedelta(seconds=config.grant_seconds)),
+        limits=limits,
     )
     host, port = listen or (config.listen_host, config.listen_port)
     stop = asyncio.Event()
@@ -756,7 +893,9 @@ async def run_server(
         port,
         ssl=server_context(home.cert_path, home.key_path),
         process_request=controller.process_request,
-        max_size=codec.API_MAX_FRAME,
+        create_connection=GatedConnection,
+        # until a peer logs in; Controller.logged_in raises it to its endpoint's limit
+        max_size=codec.PREAUTH_MAX_FRAME,
         ping_interval=HEARTBEAT_SECONDS,
         ping_timeout=HEARTBEAT_SECONDS,
         server_header="helpline",
@@ -766,9 +905,13 @@ async def run_server(
         log.info("helpline controller %s listening on %s", config.name, bound)
         print(f"helpline: serving on wss://{host}:{port} (agents dial {config.url})", flush=True)
         expiry = asyncio.create_task(controller.expire_grants())
+        reports = asyncio.create_task(controller.report_hostile())
         await controller.desk.start()
         await stop.wait()
         expiry.cancel()
+        reports.cancel()
         await controller.desk.stop()
+    await controller.hostile.flush()  # counts of the last interval are not lost
     await audit_log.close()  # the last checkpoint covers everything up to shutdown
     await store.close()
+    lock.close()

@@ -13,6 +13,9 @@ from protocol.messages import Message
 AGENT_MAX_FRAME: Final = 1 << 20
 #: API replies may carry a whole ticket with its attachments.
 API_MAX_FRAME: Final = 8 << 20
+#: Before a peer has logged in: a join, a resume or an API auth (an RSA-16384 key and its
+#: signature are under 6 KiB). A flood of anonymous frames cannot cost memory.
+PREAUTH_MAX_FRAME: Final = 16 << 10
 
 _ADAPTER: Final[TypeAdapter[Message]] = TypeAdapter(Message)
 

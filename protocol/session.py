@@ -103,6 +103,17 @@ class ResumeRequested:
 
 
 @dataclass(frozen=True)
+class AuthFailed:
+    """Controller: a join or resume whose signature did not verify (replayed, made for
+    another certificate, or forged); the machine has failed and the driver audits it."""
+
+    kind: str  # "join" or "resume"
+    public_key: str
+    reason: str
+    session_id: str | None = None
+
+
+@dataclass(frozen=True)
 class ConsentDecided:
     """Controller: the customer answered."""
 
@@ -318,27 +329,28 @@ class ControllerSession(Machine[ControllerState]):
         self._joining = False
         self._send([Hello(challenge=challenge, controller=controller, server_time=now)])
 
-    def _verify(self, public_key: str, signature: str) -> bool:
+    def _verify(self, public_key: str, signature: str) -> str | None:
+        """None when the signature verifies; else the reason, and the machine has failed."""
         try:
             signing.verify_agent(public_key, signature, self._challenge, self._cert)
         except AuthError as exc:
             self.fail(exc)
-            return False
+            return exc.reason
         self.public_key = public_key
         self.state = ControllerState.CHECKING
-        return True
+        return None
 
     def _on_join(self, message: Message) -> list[object]:
         assert isinstance(message, Join)
-        if not self._verify(message.public_key, message.signature):
-            return []
+        if (reason := self._verify(message.public_key, message.signature)) is not None:
+            return [AuthFailed("join", message.public_key, reason)]
         self._joining = True
         return [JoinRequested(message.code, message.public_key, message.agent)]
 
     def _on_resume(self, message: Message) -> list[object]:
         assert isinstance(message, Resume)
-        if not self._verify(message.public_key, message.signature):
-            return []
+        if (reason := self._verify(message.public_key, message.signature)) is not None:
+            return [AuthFailed("resume", message.public_key, reason, message.session_id)]
         return [ResumeRequested(message.session_id, message.public_key)]
 
     def ask_consent(self, request: ConsentRequest) -> None:

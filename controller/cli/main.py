@@ -107,7 +107,7 @@ def serve(
     import logging
 
     from controller import logs
-    from controller.home import ControllerHome, HomeError, parse_listen
+    from controller.home import ControllerHome, HomeError, HomeInUse, parse_listen
     from controller.server import run_server
 
     debug = bool(os.environ.get("HELPLINE_DEBUG"))
@@ -122,6 +122,8 @@ def serve(
     target = ControllerHome.resolve(home)
     try:
         asyncio.run(run_server(target, parse_listen(listen) if listen else None))
+    except HomeInUse as exc:
+        fail("conflict", str(exc))
     except (HomeError, ValueError) as exc:
         fail("not_configured", str(exc))
     except OSError as exc:

@@ -18,7 +18,8 @@ Exit codes (also in the README):
 4   authentication or permission refused
 5   controller unreachable, or its certificate does not match the pin
 7   no agent connected, or the agent did not answer in time
-8   conflict (the thing already exists)
+8   conflict (the thing already exists; another ``serve`` holds the home)
+11  busy: too many calls in flight, or a heavy call already running; try again
 ==  =============================================================
 """
 
@@ -77,6 +78,7 @@ EXIT_CODES: dict[str, int] = {
     "agent_offline": 7,
     "conflict": 8,
     "tampered": 9,
+    "busy": 11,
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from controller import codes
 
 
@@ -27,24 +29,45 @@ def test_hashes_are_keyed() -> None:
     assert len(codes.code_hash(b"a" * 32, "ABCDEFGHJK")) == 32
 
 
-def test_limits_per_source_and_overall() -> None:
+def test_failures_are_limited_per_source_and_only_slow_others() -> None:
     limiter = codes.FailureLimiter(per_source=3, global_limit=5, window_seconds=60)
     for _ in range(3):
         assert limiter.blocked("127.0.0.2", now=0) is None
         limiter.failed("127.0.0.2", now=0)
     assert "this address" in (limiter.blocked("127.0.0.2", now=1) or "")
     assert limiter.blocked("127.0.0.3", now=1) is None
+    assert limiter.slowdown(now=1) == 0
     limiter.failed("127.0.0.3", now=1)
     limiter.failed("127.0.0.4", now=1)
-    assert "this controller" in (limiter.blocked("127.0.0.5", now=2) or "")
+    # past the global bound another address is slowed down, never refused
+    assert limiter.blocked("127.0.0.5", now=2) is None
+    assert limiter.slowdown(now=2) == limiter.slow_seconds
     assert limiter.blocked("127.0.0.2", now=62) is None  # the window moved on
+    assert limiter.slowdown(now=62) == 0
 
 
-def test_a_right_code_is_forgiven() -> None:
-    limiter = codes.FailureLimiter(per_source=1, global_limit=10)
-    stamp = limiter.failed("127.0.0.2", now=0)
-    limiter.forgive("127.0.0.2", stamp)
-    assert limiter.blocked("127.0.0.2", now=0) is None
+async def test_right_codes_in_flight_are_never_counted() -> None:
+    # the last session's finding: 600 valid joins at once were refused as failures
+    limiter = codes.FailureLimiter(per_source=5, global_limit=5)
+    for _ in range(50):
+        assert await limiter.begin("127.0.0.2") is None
+        limiter.end("127.0.0.2", failed=False)
+    assert limiter.blocked("127.0.0.2") is None
+    assert limiter.slowdown() == 0
+
+
+async def test_a_burst_from_one_source_waits_for_the_checks_in_flight() -> None:
+    limiter = codes.FailureLimiter(per_source=2)
+    assert await limiter.begin("127.0.0.2") is None
+    assert await limiter.begin("127.0.0.2") is None
+    third = asyncio.create_task(limiter.begin("127.0.0.2"))
+    await asyncio.sleep(0)
+    assert not third.done()  # both slots are held by checks not yet decided
+    limiter.end("127.0.0.2", failed=True)
+    await asyncio.sleep(0)
+    assert not third.done()  # one failure plus one in flight: still the whole budget
+    limiter.end("127.0.0.2", failed=True)
+    assert "this address" in (await third or "")
 
 
 def test_memory_stays_bounded_under_a_spray_of_addresses() -> None:

@@ -32,6 +32,7 @@ from protocol.session import (
     Acknowledged,
     AgentSession,
     AgentState,
+    AuthFailed,
     ConsentDecided,
     ConsentNeeded,
     ControllerSession,
@@ -371,7 +372,12 @@ def test_a_bad_signature_fails_the_controller_and_refuses_the_agent(
     wire = Wire(agent, controller)
     wire.deliver(controller, agent)
 
-    assert wire.deliver(agent, controller) == []  # no JoinRequested / ResumeRequested
+    # no JoinRequested / ResumeRequested: an AuthFailed for the driver to audit instead
+    [failed] = wire.deliver(agent, controller)
+    assert isinstance(failed, AuthFailed)
+    assert failed.kind == ("resume" if resume else "join")
+    assert failed.session_id == (SESSION_ID if resume else None)
+    assert failed.reason == "agent signature does not verify"
     assert controller.state is ControllerState.FAILED
     assert controller.public_key is None
 
@@ -387,7 +393,8 @@ def test_a_key_that_is_not_ed25519_fails_authentication() -> None:
     controller = make_controller()
     wire = Wire(agent, controller)
     wire.deliver(controller, agent)
-    assert wire.deliver(agent, controller) == []
+    [failed] = wire.deliver(agent, controller)
+    assert isinstance(failed, AuthFailed)
     [error] = controller.data_to_send()
     assert isinstance(error, Error)
     assert error.code == "auth_failed"
