@@ -40,13 +40,14 @@ BATCH_LIMIT = 512
 #: every type the controller writes; ``audit log --type`` takes these and patterns of them
 EVENT_TYPES: Final = frozenset(
     {
-        "agent.disconnected", "agent.joined", "agent.left", "agent.reconnected",
-        "agent.resume_refused", "api.forbidden", "audit.exported", "audit.verified",
+        "agent.auth_failed", "agent.disconnected", "agent.joined", "agent.left",
+        "agent.reconnected", "agent.resume_refused", "api.forbidden", "audit.accepted",
+        "audit.exported", "audit.verified", "connection.refused", "connection.timed_out",
         "auth.failed", "auth.ok", "catalogue.key_pinned", "catalogue.publish_refused",
         "catalogue.published", "code.failed", "code.issued", "code.rate_limited", "code.used",
         "consent.asked", "consent.given", "consent.refused", "consent.revoked",
         "diag.requested", "diag.result", "fix.approved", "fix.declined", "fix.finished",
-        "fix.proposed", "fix.refused", "protocol.error", "result.refused", "session.ended",
+        "fix.interrupted", "fix.proposed", "fix.refused", "protocol.error", "result.refused", "session.ended",
         "ticket.assigned", "ticket.escalated", "ticket.opened", "ticket.state_changed",
         "user.added", "user.removed", "user.role_changed",
         "webhook.added", "webhook.removed", "webhook.retried",
