@@ -44,7 +44,9 @@ def test_patterns_name_known_types_or_say_which_there_are() -> None:
         "consent.revoked",
     ]
     assert audit.match_types("code.used, auth.ok", known) == ["auth.ok", "code.used"]
-    with pytest.raises(ValueError, match=r"the types are: agent\.auth_failed, agent\.disconnected, "):
+    with pytest.raises(
+        ValueError, match=r"the types are: agent\.auth_failed, agent\.disconnected, "
+    ):
         audit.match_types("consent.*,nope", known)
     with pytest.raises(ValueError, match="no audit event type matches ''"):
         audit.match_types("", known)
