@@ -31,6 +31,23 @@ def free_port() -> int:
         return port
 
 
+#: ssh-keygen's -t names, as asyncssh names the algorithms
+_KEY_ALGORITHMS = {"ed25519": "ssh-ed25519", "ecdsa": "ecdsa-sha2-nistp256", "rsa": "ssh-rsa"}
+
+
+def ssh_keygen(path: Path, kind: str = "ed25519") -> Path:
+    """An unencrypted OpenSSH key pair at ``path`` and ``path.pub``, as ``ssh-keygen -N ''``
+    makes it, without needing OpenSSH's tools on the machine."""
+    import asyncssh
+
+    extra = {"key_size": 3072} if kind == "rsa" else {}
+    key = asyncssh.generate_private_key(_KEY_ALGORITHMS[kind], **extra)
+    path.write_bytes(key.export_private_key())
+    path.chmod(0o600)  # ssh-add refuses a private key others can read
+    Path(f"{path}.pub").write_bytes(key.export_public_key())
+    return path
+
+
 def wait_until(predicate: Callable[[], Any], seconds: float, what: str) -> Any:
     """Poll ``predicate`` until it returns something truthy; bounded in time."""
     deadline = time.monotonic() + scaled(seconds)

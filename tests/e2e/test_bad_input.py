@@ -15,7 +15,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import scaled
-from tests.e2e.conftest import Controller, wait_until
+from tests.e2e.conftest import Controller, ssh_keygen, wait_until
 
 
 def _codes_failed(controller: Controller) -> list[str]:
@@ -122,7 +122,7 @@ def test_ticket_that_does_not_exist(controller: Controller) -> None:
 
 def test_technician_key_not_enrolled(controller: Controller, tmp_path: Path) -> None:
     key = tmp_path / "stranger"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    ssh_keygen(key)
     pin = controller.json("agent-config", "--out", str(tmp_path / "a.toml"))["pin"]
     env = {k: v for k, v in controller.env.items() if k != "HELPLINE_HOME"}
     result = controller.cli(

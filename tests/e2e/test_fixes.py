@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from controller.catalogue import builtin_dir
-from tests.e2e.conftest import Agent, Controller, wait_until
+from tests.e2e.conftest import Agent, Controller, ssh_keygen, wait_until
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Setup:
 
 def _login(controller: Controller, tmp: Path, name: str, level: str) -> dict[str, str]:
     key = tmp / name
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    ssh_keygen(key)
     controller.json("user", "add", name, "--key", f"{key}.pub", "--level", level)
     env = {k: v for k, v in controller.env.items() if k != "HELPLINE_HOME"}
     env["HELPLINE_CLIENT_CONFIG"] = str(tmp / f"{name}.toml")
