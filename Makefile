@@ -19,7 +19,7 @@ demo: $(VENV)/.installed
 # process. Tests marked slow run only with HELPLINE_TEST_SLOW=1 or under CI (.ci/run).
 TEST_WORKERS ?= auto
 test: $(VENV)/.installed
-	$(VENV)/bin/pytest -n $(TEST_WORKERS); status=$$?; \
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; \
 	exit $$status
 

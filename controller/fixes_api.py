@@ -114,6 +114,13 @@ async def fixes_list(api: Api, caller: Caller, params: dict[str, Any], _p: Progr
     return {"serial": bundle.serial, "fixes": listed}
 
 
+def acting_level(role: str, level: str | None) -> str | None:
+    """The support level a caller runs fixes at: admins act as the highest level."""
+    from protocol.catalogue import LEVELS
+
+    return LEVELS[-1] if role == "admin" else level
+
+
 async def fix_run(api: Api, caller: Caller, params: dict[str, Any], progress: Progress) -> Any:
     """Propose a fix to the ticket's agent, stream its output, attach the outcome, and check
     whether the finding it targets cleared."""
@@ -132,24 +139,28 @@ async def fix_run(api: Api, caller: Caller, params: dict[str, Any], progress: Pr
         "source": caller.source,
         "ticket_id": ticket.id,
     }
+    # an admin acts as a technician of the highest level; the record says so
+    level = acting_level(caller.user.role, caller.user.level)
+    acting = {"acting_as": f"technician {level}"} if caller.user.role == "admin" else {}
     try:
         fix = bundle.find(fix_id)
     except CatalogueError as exc:
         raise _error("not_found", exc.reason) from None
-    if not level_allows(caller.user.level, fix):
+    if not level_allows(level, fix):
         await api.controller.audit(
             "fix.refused",
             **who,
             details={
+                **acting,
                 "fix": fix.id,
                 "code": "level",
                 "needs": fix.min_level,
-                "has": caller.user.level,
+                "has": level,
             },
         )
         raise _error(
             "forbidden",
-            f"{fix.id} needs a {fix.min_level} technician and you are {caller.user.level}: "
+            f"{fix.id} needs a {fix.min_level} technician and you are {level}: "
             f"escalate the ticket to {fix.min_level}",
         )
     # the ticket's level counts too: an L1 ticket gets L1 fixes until it is escalated, so
@@ -159,6 +170,7 @@ async def fix_run(api: Api, caller: Caller, params: dict[str, Any], progress: Pr
             "fix.refused",
             **who,
             details={
+                **acting,
                 "fix": fix.id,
                 "code": "ticket_level",
                 "needs": fix.min_level,
@@ -178,7 +190,9 @@ async def fix_run(api: Api, caller: Caller, params: dict[str, Any], progress: Pr
         validate_params(fix, raw)
     except CatalogueError as exc:
         await api.controller.audit(
-            "fix.refused", **who, details={"fix": fix.id, "code": exc.code, "reason": exc.reason}
+            "fix.refused",
+            **who,
+            details={**acting, "fix": fix.id, "code": exc.code, "reason": exc.reason},
         )
         raise _error("bad_request", exc.reason) from None
     link = api.controller.link_for_ticket(ticket.id)
@@ -188,9 +202,7 @@ async def fix_run(api: Api, caller: Caller, params: dict[str, Any], progress: Pr
         bundle=signed.model_dump(),
         fix_id=fix.id,
         params={str(k): str(v) for k, v in raw.items()},
-        technician=Technician(
-            name=caller.user.name, role=caller.user.role, level=caller.user.level
-        ),
+        technician=Technician(name=caller.user.name, role=caller.user.role, level=level),
         ticket=TicketRef(id=f"T-{ticket.id}", title=ticket.title, customer=ticket.customer),
     )
     await api.store.add_request(
@@ -202,6 +214,7 @@ async def fix_run(api: Api, caller: Caller, params: dict[str, Any], progress: Pr
         session_id=link.session_id,
         agent_id=link.agent_id,
         details={
+            **acting,
             "request_id": proposal.id,
             "fix": fix.id,
             "sha256": fix.content_hash(),
@@ -274,5 +287,5 @@ async def _verify(api: Api, caller: Caller, link: Any, fix: Fix) -> dict[str, An
 METHODS: dict[str, tuple[Handler, tuple[str, ...]]] = {
     "fixes.publish": (fixes_publish, ("admin",)),
     "fixes.list": (fixes_list, ("admin", "technician", "auditor")),
-    "fix.run": (fix_run, ("technician",)),
+    "fix.run": (fix_run, ("admin", "technician")),
 }

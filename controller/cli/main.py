@@ -70,14 +70,19 @@ def init(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a controller home: TLS identity, database, first admin."""
-    from controller.home import ControllerHome
+    from controller.home import ControllerHome, HomeError
     from controller.setup import initialise
 
     target = ControllerHome.resolve(home)
+    if target.exists:
+        # checked before anything is written: a second init must never touch the first
+        fail("conflict", f"{target.path} already holds a controller; use another --home")
     try:
         result = asyncio.run(
             initialise(target, url, listen, name, admin_name, admin_key, parse_duration(grant))
         )
+    except HomeError as exc:  # lost a race with another init of the same home
+        fail("conflict", str(exc))
     except (ValueError, OSError) as exc:
         fail("bad_request", str(exc))
 
