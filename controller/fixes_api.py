@@ -198,6 +198,8 @@ async def fix_run(api: Api, caller: Caller, params: dict[str, Any], progress: Pr
     link = api.controller.link_for_ticket(ticket.id)
     if link is None:
         raise _error("no_agent", f"no agent is connected to T-{ticket.id}")
+    # "cleared" needs the finding to have been there: read before the fix changes anything
+    before = await _present_before(api, ticket.id, fix.targets) if fix.targets else None
     proposal = FixProposal(
         bundle=signed.model_dump(),
         fix_id=fix.id,
@@ -250,11 +252,41 @@ async def fix_run(api: Api, caller: Caller, params: dict[str, Any], progress: Pr
         return outcome
     if fix.targets and result.data.get("status") == "succeeded":
         await progress("checking whether the finding cleared")
-        outcome["verification"] = await _verify(api, caller, link, fix)
+        outcome["verification"] = await _verify(api, caller, link, fix, before)
     return outcome
 
 
-async def _verify(api: Api, caller: Caller, link: Any, fix: Fix) -> dict[str, Any]:
+async def _present_before(api: Api, ticket_id: int, rule_id: str) -> bool | None:
+    """Whether the ticket's latest snapshot that looked at the rule's section had its
+    finding; None when no snapshot on the ticket looked."""
+    from controller.findings import default_catalogue, evaluate
+
+    section = next((r.section for r in default_catalogue().rules if r.id == rule_id), None)
+    snapshots = [
+        a.data
+        for a in await api.store.attachments(ticket_id)
+        if a.kind == "diagnostics" and a.ok and isinstance(a.data, dict)
+    ]
+    for snapshot in reversed(snapshots):
+        if section is None or isinstance(snapshot.get(section), dict):
+            return any(f.get("rule") == rule_id for f in evaluate(snapshot))
+    return None
+
+
+def verdict(before: bool | None, after: bool) -> str:
+    """What a fix did to the finding it targets, from its presence before and after."""
+    if after:
+        return "still there" if before is not False else "appeared"
+    if before:
+        return "cleared"
+    if before is False:
+        return "not present before or after"
+    return "not present after (no earlier snapshot checked)"
+
+
+async def _verify(
+    api: Api, caller: Caller, link: Any, fix: Fix, before: bool | None
+) -> dict[str, Any]:
     """Re-run the diagnostics the fix targets; attach them; did the finding clear?"""
     from controller.api import utcnow
     from controller.findings import evaluate
@@ -275,10 +307,14 @@ async def _verify(api: Api, caller: Caller, link: Any, fix: Fix) -> dict[str, An
     if not result.ok:
         return {"targets": fix.targets, "checked": False, "note": result.error}
     remaining = [f for f in evaluate(result.data) if f.get("rule") == fix.targets]
+    outcome = verdict(before, bool(remaining))
     return {
         "targets": fix.targets,
         "checked": True,
-        "cleared": not remaining,
+        "present_before": before,
+        "present_after": bool(remaining),
+        "outcome": outcome,
+        "cleared": outcome == "cleared",
         "remaining": [f.get("title") for f in remaining],
         "request": request.id,
     }

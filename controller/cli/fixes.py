@@ -192,8 +192,10 @@ def fix(
                 stdout.print(f"[yellow]{stream} was truncated[/]")
         check = d.get("verification")
         if check and check.get("checked"):
-            verdict = "[green]cleared[/]" if check["cleared"] else "[red]still there[/]"
-            stdout.print(f"finding {check['targets']}: {verdict}")
+            outcome = str(check.get("outcome") or "")
+            style = {"cleared": "green", "still there": "red", "appeared": "red"}.get(outcome)
+            verdict = f"[{style}]{outcome}[/]" if style else outcome
+            stdout.print(f"finding {check['targets']}: {verdict}", highlight=False)
         stdout.print(f"[dim]attached to {d['ticket']} (request {d['request']})[/]")
 
     emit(result, as_json, render)

@@ -259,3 +259,34 @@ def test_the_ticket_level_gates_deeper_fixes_until_escalated(setup: Setup) -> No
     finally:
         if victim.poll() is None:
             victim.kill()
+
+
+def test_an_admin_runs_a_fix_as_an_l3_technician(setup: Setup) -> None:
+    # the README's walkthrough: the admin that `init` made proposes the fix itself
+    root, old = _junk(setup.tmp)
+    agent = _agent(setup, "--allow", "disk.free_space")
+    admin = setup.controller.env  # logs in with the key `init` made in the home
+    done = setup.fix("disk.free_space", "--param", f"root={root}", "--json", env=admin)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not old.exists()
+    proposed = setup.controller.json("audit", "log", "--type", "fix.proposed")[-1]
+    assert (proposed["actor"], proposed["role"]) == ("admin", "admin")
+    assert proposed["details"]["acting_as"] == "technician L3"
+    assert "Run it?" not in agent.output()
+
+
+def test_a_fix_reports_cleared_only_for_a_finding_that_was_there(setup: Setup) -> None:
+    root, _old = _junk(setup.tmp)
+    _agent(setup, "--allow", "disk.free_space")
+    snapshot = setup.controller.json("diag", setup.ticket, "--only", "disk")
+    was_there = any(f["rule"] == "disk.nearly_full" for f in snapshot["findings"])
+    code, result = setup.fix_json("disk.free_space", "--param", f"root={root}")
+    assert code == 0, result
+    check = result["verification"]
+    assert check["present_before"] is was_there
+    if not was_there and not check["present_after"]:
+        assert check["outcome"] == "not present before or after"
+        assert check["cleared"] is False
+        shown = setup.fix("disk.free_space", "--param", f"root={root}").stdout
+        assert "finding disk.nearly_full: not present before or after" in shown
+        assert "cleared" not in shown
