@@ -12,7 +12,14 @@ import typer
 from rich.table import Table
 
 from controller.cli.audit import audit_app
-from controller.cli.common import HomeOpt, JsonOpt, TicketArg, parse_duration, run_client
+from controller.cli.common import (
+    LOGIN_PIN_ADVICE,
+    HomeOpt,
+    JsonOpt,
+    TicketArg,
+    parse_duration,
+    run_client,
+)
 from controller.cli.diag import diag_app
 from controller.cli.fixes import fix as fix_command
 from controller.cli.fixes import fixes_app
@@ -191,7 +198,7 @@ def login(
     except ClientError as exc:
         fail(exc.code, exc.message)
     except PinMismatch as exc:
-        fail("pin_mismatch", str(exc))
+        fail("pin_mismatch", exc.explain(LOGIN_PIN_ADVICE))
     path = default_client_config()
     save_client_settings(settings, path)
     emit(

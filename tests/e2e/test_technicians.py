@@ -91,3 +91,20 @@ def test_wrong_pin_on_login(controller: Controller, tmp_path: Path) -> None:
     )
     assert result.returncode == 5
     assert "does not match" in result.stderr
+
+
+def test_a_wrong_pin_at_login_tells_the_technician_what_to_check(
+    controller: Controller, tmp_path: Path
+) -> None:
+    key = _keygen(tmp_path / "k", "ed25519")
+    controller.json("user", "add", "carol", "--key", f"{key}.pub")
+    env = _remote_env(controller, tmp_path)
+    wrong = "ab" * 32
+    login = controller.cli(
+        "login", "--url", controller.url, "--pin", wrong, "--key", str(key), check=False, env=env
+    )
+    assert login.returncode == 5
+    assert f"pinned:    sha256:{wrong}" in login.stderr
+    assert "Check the --pin" in login.stderr
+    assert "agent config" not in login.stderr  # that advice is for customers
+    assert not Path(env["HELPLINE_CLIENT_CONFIG"]).exists()  # nothing saved
