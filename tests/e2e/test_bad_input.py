@@ -33,10 +33,16 @@ def test_wrong_code_is_refused_and_audited(controller: Controller) -> None:
     assert _codes_failed(controller) == ["unknown"]
 
 
-def test_garbled_code_is_refused(controller: Controller) -> None:
-    agent = controller.start_agent("not a code at all")
-    assert agent.wait() == 4
-    assert _codes_failed(controller) == ["unknown"]
+@pytest.mark.parametrize("typed", ["12345", "not a code at all", "ABCDE-FGHJU", "7KQ2M-9XD4R0"])
+def test_a_malformed_code_is_refused_by_the_agent_before_dialling(
+    controller: Controller, typed: str
+) -> None:
+    agent = controller.start_agent(typed)
+    assert agent.wait() == 2
+    assert "is not a session code: a session code is 10 letters and digits" in agent.output()
+    # nothing reached the controller: none of the customer's attempts was used up
+    assert _codes_failed(controller) == []
+    assert "agent.key" not in {p.name for p in (controller.tmp / "agent").glob("*")}
 
 
 def test_expired_code_is_refused(controller: Controller) -> None:
