@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
 from controller.cli.common import HomeOpt, JsonOpt, run_client
-from controller.cli.output import emit, fail, stderr, stdout
+from controller.cli.output import Column, emit, fail, print_table, stderr, stdout
 from controller.client import Connection
 
 audit_app = typer.Typer(help="Read, export and verify the audit log.", no_args_is_help=True)
@@ -39,19 +39,30 @@ def audit_log(
     }
 
     def render(events: list[dict[str, Any]]) -> None:
-        table = Table("seq", "at", "type", "actor", "source", "ticket", "session", "details")
-        for e in events:
-            table.add_row(
+        columns = (
+            Column("seq", justify="right"),
+            Column("at", "text", min_width=10),  # wraps between date and time
+            Column("type"),
+            Column("actor"),
+            Column("source", drop=3),
+            Column("ticket"),
+            Column("session", drop=2),
+            Column("details", "text", drop=1, ratio=4, min_width=16),
+        )
+        rows = [
+            (
                 str(e["seq"]),
                 e["at"][:19].replace("T", " "),
-                e["type"],
-                e["actor"] or "",
-                e["source"] or "",
-                e["ticket"] or "",
-                e["session"] or "",
-                str(e["details"] or ""),
+                escape(e["type"]),
+                escape(e["actor"] or ""),
+                escape(e["source"] or ""),
+                escape(e["ticket"] or ""),
+                escape(e["session"] or ""),
+                escape(str(e["details"] or "")),
             )
-        stdout.print(table)
+            for e in events
+        ]
+        print_table(columns, rows)
 
     emit(run_client(home, lambda c: c.call("audit.list", params)), as_json, render)
 
