@@ -162,12 +162,14 @@ class Controller:
         self,
         code: str,
         *extra: str,
-        name: str = "agent",
+        name: str | None = None,
         config: Path | None = None,
         yes: bool = True,
         env: dict[str, str] | None = None,
         stdin: int | None = subprocess.DEVNULL,
     ) -> Agent:
+        # a fresh state directory and log for each agent unless a test wants one shared
+        name = name or ("agent" if not self.agents else f"agent{len(self.agents)}")
         home = self.tmp / name
         log = self.tmp / f"{name}.log"
         args = [
@@ -220,27 +222,36 @@ class Controller:
 ControllerFactory = Callable[..., Controller]
 
 
+def _new_controller(base: Path, *init_args: str, env: dict[str, str] | None = None) -> Controller:
+    home = base / "controller"
+    full_env = {
+        **os.environ,
+        "HELPLINE_HOME": str(home),
+        "HELPLINE_BACKOFF_BASE": "0.1",
+        "HELPLINE_BACKOFF_MAX": "1",
+        "HELPLINE_CLIENT_CONFIG": str(base / "client.toml"),
+    }
+    full_env.pop("HELPLINE_DB", None)
+    full_env.update(env or {})
+    return Controller(home=home, port=free_port(), tmp=base, env=full_env)
+
+
+def _stop_agents(agents: list[Agent]) -> None:
+    for agent in agents:
+        if agent.process.poll() is None:
+            agent.process.kill()
+            agent.process.wait()
+
+
 @pytest.fixture
 def make_controller(tmp_path: Path) -> Iterator[ControllerFactory]:
     """Build and start controllers: ``make_controller(*init_args, env={...})``."""
     made: list[Controller] = []
 
     def make(*init_args: str, env: dict[str, str] | None = None) -> Controller:
-        port = free_port()
-        base = tmp_path / f"c{len(made)}" if made else tmp_path
-        home = base / "controller"
-        full_env = {
-            **os.environ,
-            "HELPLINE_HOME": str(home),
-            "HELPLINE_BACKOFF_BASE": "0.1",
-            "HELPLINE_BACKOFF_MAX": "1",
-            "HELPLINE_CLIENT_CONFIG": str(base / "client.toml"),
-        }
-        full_env.pop("HELPLINE_DB", None)
-        full_env.update(env or {})
-        node = Controller(home=home, port=port, tmp=base, env=full_env)
+        node = _new_controller(tmp_path / f"c{len(made)}" if made else tmp_path, env=env)
         made.append(node)
-        node.cli("init", "--url", node.url, "--home", str(home), *init_args)
+        node.cli("init", "--url", node.url, "--home", str(node.home), *init_args)
         node.start()
         return node
 
@@ -248,11 +259,33 @@ def make_controller(tmp_path: Path) -> Iterator[ControllerFactory]:
         yield make
     finally:
         for node in made:
-            for agent in node.agents:
-                if agent.process.poll() is None:
-                    agent.process.kill()
-                    agent.process.wait()
+            _stop_agents(node.agents)
             node.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]:
+    """One controller for a whole test module: starting one costs seconds, so modules
+    whose tests each open their own ticket and read nothing another test changes share
+    it (see :func:`own_agents` for what each test cleans up)."""
+    node = _new_controller(tmp_path_factory.mktemp("shared"))
+    node.cli("init", "--url", node.url, "--home", str(node.home))
+    node.start()
+    try:
+        yield node
+    finally:
+        _stop_agents(node.agents)
+        node.stop()
+
+
+@pytest.fixture
+def own_agents(shared_controller: Controller) -> Iterator[Controller]:
+    """The module's shared controller; the agents a test starts end with the test."""
+    before = len(shared_controller.agents)
+    try:
+        yield shared_controller
+    finally:
+        _stop_agents(shared_controller.agents[before:])
 
 
 @pytest.fixture

@@ -46,32 +46,39 @@ def _login(controller: Controller, tmp: Path, name: str, level: str) -> dict[str
     return env
 
 
-@pytest.fixture
-def setup(controller: Controller, tmp_path: Path) -> Setup:
-    controller.json("fixes", "keygen", "--out", str(tmp_path / "fixkey"))
+def _prepare(controller: Controller, tmp: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Publish the built-in catalogue and log in an L1 and an L2 technician."""
+    controller.json("fixes", "keygen", "--out", str(tmp / "fixkey"))
     controller.json(
         "fixes",
         "sign",
         str(builtin_dir()),
         "--key",
-        str(tmp_path / "fixkey"),
+        str(tmp / "fixkey"),
         "--out",
-        str(tmp_path / "bundle.json"),
+        str(tmp / "bundle.json"),
         "--serial",
         "100",
     )
-    published = controller.json("fixes", "publish", str(tmp_path / "bundle.json"))
+    published = controller.json("fixes", "publish", str(tmp / "bundle.json"))
     assert published["key_pinned"] is True
-    config = tmp_path / "agent.toml"
+    config = controller.tmp / "agent.toml"  # what the agents join with
     controller.cli("agent-config", "--out", str(config))
     assert "fix_key" in config.read_text()
-    return Setup(
-        controller,
-        _login(controller, tmp_path, "tina", "L1"),
-        _login(controller, tmp_path, "sam", "L2"),
-        controller.open_ticket(),
-        tmp_path,
-    )
+    return _login(controller, tmp, "tina", "L1"), _login(controller, tmp, "sam", "L2")
+
+
+@pytest.fixture(scope="module")
+def technicians(shared_controller: Controller) -> tuple[dict[str, str], dict[str, str]]:
+    return _prepare(shared_controller, shared_controller.tmp)
+
+
+@pytest.fixture
+def setup(
+    own_agents: Controller, technicians: tuple[dict[str, str], dict[str, str]], tmp_path: Path
+) -> Setup:
+    """The module's controller and technicians, with a ticket of the test's own."""
+    return Setup(own_agents, *technicians, own_agents.open_ticket(), tmp_path)
 
 
 def _junk(tmp: Path) -> tuple[Path, Path]:
@@ -179,8 +186,12 @@ def test_preapproved_at_join_runs_without_asking(setup: Setup) -> None:
     assert given[-1]["details"]["preapproved"] == ["disk.free_space"]
 
 
-def test_a_compromised_controller_cannot_swap_the_catalogue(setup: Setup) -> None:
+def test_a_compromised_controller_cannot_swap_the_catalogue(
+    controller: Controller, tmp_path: Path
+) -> None:
     """The controller accepts a bundle from another key; the agent, pinned, refuses it."""
+    # a controller of its own: the forged catalogue must not reach the other tests
+    setup = Setup(controller, *_prepare(controller, tmp_path), controller.open_ticket(), tmp_path)
     agent = _agent(setup, "--allow", "disk.free_space")
     forged = setup.tmp / "forged"
     forged.mkdir()
@@ -219,8 +230,6 @@ def test_refusals_before_anything_reaches_the_customer(setup: Setup) -> None:
     assert bad.returncode == 2
     assert "days must be from 0 to 3650" in bad.stderr
     assert "Run it?" not in agent.output()
-    admin = setup.controller.cli("fix", setup.ticket, "disk.free_space", check=False)
-    assert admin.returncode == 4  # running fixes is a technician's job
     refusals = setup.controller.json("audit", "log", "--type", "fix.refused")
     assert {r["details"]["code"] for r in refusals} >= {"level", "bad_param"}
 

@@ -18,7 +18,8 @@ def _publish_builtin(controller: Controller, tmp: Path) -> None:
     controller.json("fixes", "publish", str(tmp / "bundle.json"))
 
 
-def test_init_on_an_existing_home_is_a_conflict(controller: Controller) -> None:
+def test_init_on_an_existing_home_is_a_conflict(shared_controller: Controller) -> None:
+    controller = shared_controller
     config = (controller.home / "controller.toml").read_bytes()
     again = controller.cli("init", "--url", controller.url, "--home", str(controller.home),
                            check=False)  # fmt: skip
@@ -28,7 +29,8 @@ def test_init_on_an_existing_home_is_a_conflict(controller: Controller) -> None:
     assert (controller.home / "controller.toml").read_bytes() == config  # untouched
 
 
-def test_ping_prints_round_trip_times(controller: Controller) -> None:
+def test_ping_prints_round_trip_times(own_agents: Controller) -> None:
+    controller = own_agents
     ticket = controller.open_ticket()
     controller.start_agent(controller.issue_code(ticket))
     controller.connected_session(ticket)
@@ -44,7 +46,8 @@ def test_ping_prints_round_trip_times(controller: Controller) -> None:
     assert all(t["agent_ms"] is not None and t["agent_ms"] >= 0 for t in stats["trips"])
 
 
-def test_identifiers_are_never_cut_at_80_columns(controller: Controller, tmp_path: Path) -> None:
+def test_identifiers_are_never_cut_at_80_columns(own_agents: Controller, tmp_path: Path) -> None:
+    controller = own_agents
     _publish_builtin(controller, tmp_path)
     ticket = controller.open_ticket()
     controller.start_agent(controller.issue_code(ticket))
