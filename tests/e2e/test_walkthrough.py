@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from controller.catalogue import builtin_dir
-from tests.e2e.conftest import Controller
+from tests.e2e.conftest import Controller, wait_until
 
 
 def _publish_builtin(controller: Controller, tmp: Path) -> None:
@@ -70,3 +74,52 @@ def test_identifiers_are_never_cut_at_80_columns(own_agents: Controller, tmp_pat
     sessions = shown("sessions")
     assert f" {session['id']} " in sessions
     assert "left out at 80 columns: agent" in sessions
+
+
+def test_the_readme_walkthrough_as_written(controller: Controller, tmp_path: Path) -> None:
+    """Sections 1-7 in order, as the admin that `init` made (HELPLINE_HOME set)."""
+    # 2. the catalogue first, then what the agent needs
+    _publish_builtin(controller, tmp_path)
+    config = tmp_path / "agent.toml"
+    controller.cli("agent-config", "--out", str(config))
+    # 3. a ticket and a code
+    opened = controller.json(
+        "ticket", "open", "--title", "Laptop slow", "--customer", "ACME", "--priority", "P2"
+    )
+    ticket = opened["id"]
+    # 4. the customer joins with the config (pip-installed agent)
+    agent = controller.start_agent(
+        controller.issue_code(ticket), config=config, stdin=subprocess.PIPE
+    )
+    controller.connected_session(ticket)
+    # 5. diagnose
+    assert controller.json("diag", ticket)["ok"] is True
+    # 6. the admin proposes a fix; the customer says yes
+    controller.cli("fixes", "list", "--for", ticket)
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    old = junk / "old.tmp"
+    old.write_text("old")
+    stamp = datetime.now(UTC).timestamp() - 30 * 86400
+    os.utime(old, (stamp, stamp))
+    fix = subprocess.Popen(
+        [sys.executable, "-m", "controller", "fix", ticket, "disk.free_space",
+         "--param", f"root={junk}", "--param", "days=14"],
+        env=controller.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: "Run it?" in agent.output(), 30, "the fix question")
+        assert "admin (L3)" in agent.output()  # who asks, as the customer sees it
+        assert agent.process.stdin is not None
+        agent.process.stdin.write("y\n")
+        agent.process.stdin.flush()
+        out, err = fix.communicate(timeout=120)
+    finally:
+        if fix.poll() is None:
+            fix.kill()
+    assert fix.returncode == 0, out + err
+    assert "disk.free_space succeeded" in out
+    assert not old.exists()
+    # 7. audit
+    assert controller.json("audit", "log", "--ticket", ticket)
+    controller.cli("audit", "verify")
