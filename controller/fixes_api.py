@@ -276,7 +276,9 @@ async def _present_before(api: Api, ticket_id: int, rule_id: str) -> bool | None
 def verdict(before: bool | None, after: bool) -> str:
     """What a fix did to the finding it targets, from its presence before and after."""
     if after:
-        return "still there" if before is not False else "appeared"
+        if before is None:
+            return "present after (no earlier snapshot checked)"
+        return "still there" if before else "appeared"
     if before:
         return "cleared"
     if before is False:
