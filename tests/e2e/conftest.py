@@ -132,6 +132,7 @@ class Controller:
         check: bool = True,
         input: str | None = None,
         env: dict[str, str] | None = None,
+        timeout: float = 60,
     ) -> subprocess.CompletedProcess[str]:
         """Run the real ``helpline`` CLI against this controller."""
         result = subprocess.run(
@@ -140,7 +141,7 @@ class Controller:
             capture_output=True,
             text=True,
             input=input,
-            timeout=scaled(60),
+            timeout=scaled(timeout),
         )
         if check and result.returncode != 0:
             raise AssertionError(
@@ -149,8 +150,8 @@ class Controller:
             )
         return result
 
-    def json(self, *args: str) -> Any:
-        return json.loads(self.cli(*args, "--json").stdout)
+    def json(self, *args: str, timeout: float = 60) -> Any:
+        return json.loads(self.cli(*args, "--json", timeout=timeout).stdout)
 
     def agent_config(self) -> Path:
         path = self.tmp / "agent.toml"
