@@ -15,8 +15,11 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/helpline demo
 
 # pytest exits 5 when it collected nothing: that is a failure here, never a pass.
+# Tests run in parallel (pytest-xdist), one worker a core; TEST_WORKERS=0 runs them in one
+# process. Tests marked slow run only with HELPLINE_TEST_SLOW=1 or under CI (.ci/run).
+TEST_WORKERS ?= auto
 test: $(VENV)/.installed
-	$(VENV)/bin/pytest; status=$$?; \
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; \
 	exit $$status
 

@@ -1,7 +1,8 @@
 """``helpline-agent``: the customer's side. Join with a code, leave at any time.
 
 Exit codes: 0 session ended (left, expired or ended by the technician); 1 unexpected error;
-2 bad usage or config; 4 the controller refused (bad code, key mismatch, session over);
+2 bad usage or config, or a code that is not of a code's form (nothing is sent); 4 the
+controller refused (bad code, key mismatch, session over);
 5 controller unreachable or its certificate does not match the pin; 6 you declined.
 """
 
@@ -324,6 +325,12 @@ def join(
     ] = None,
 ) -> None:
     """Join a support session with a code; stays connected until you end it."""
+    from protocol.codes import CODE_FORM, normalise
+
+    if normalise(code) is None:
+        # refused here: a typo sent to the controller would use up one of the few
+        # attempts a minute it allows from this address
+        _fail(f"{code!r} is not a session code: {CODE_FORM}")
     raise SystemExit(_run(config, home, code, yes, tuple(allow or ())))
 
 

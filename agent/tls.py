@@ -27,16 +27,25 @@ def lean_tls_buffers() -> None:
 class PinMismatch(Exception):
     """The controller presented a certificate other than the pinned one."""
 
+    #: what the customer at an agent can do about it (the default message)
+    AGENT_ADVICE: Final = (
+        "If the controller was re-installed, ask its admin for a new agent config; "
+        "otherwise someone may be intercepting the connection."
+    )
+
     def __init__(self, expected: str, actual: str) -> None:
-        super().__init__(
-            "the controller's TLS certificate does not match the pinned fingerprint\n"
-            f"  pinned:    sha256:{expected}\n"
-            f"  presented: sha256:{actual}\n"
-            "Refusing to talk to it. If the controller was re-installed, ask its admin for a "
-            "new agent config; otherwise someone may be intercepting the connection."
-        )
         self.expected = expected
         self.actual = actual
+        super().__init__(self.explain(self.AGENT_ADVICE))
+
+    def explain(self, advice: str) -> str:
+        """The mismatch, both fingerprints, and ``advice`` fitted to whoever reads it."""
+        return (
+            "the controller's TLS certificate does not match the pinned fingerprint\n"
+            f"  pinned:    sha256:{self.expected}\n"
+            f"  presented: sha256:{self.actual}\n"
+            f"Refusing to talk to it. {advice}"
+        )
 
 
 def pinned_client_context() -> ssl.SSLContext:

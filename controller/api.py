@@ -11,6 +11,7 @@ import contextlib
 import functools
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -491,8 +492,10 @@ class Api:
         if link is None:
             await self._ticket(params)
             raise ApiError("no_agent", f"no agent is connected to T-{ticket_id}")
+        started = time.monotonic()
         result = await link.request(Ping(), 10.0)
-        return {"ok": result.ok}
+        # the controller-to-agent leg alone, so a slow ping says which half is slow
+        return {"ok": result.ok, "agent_ms": round((time.monotonic() - started) * 1000, 3)}
 
     async def user_add(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
         import asyncssh

@@ -18,24 +18,18 @@ from dataclasses import dataclass, field
 from hashlib import sha256
 from typing import Final
 
-ALPHABET: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-CODE_SYMBOLS: Final = 10
+# the form of a code is the protocol's: the agent checks it too, before dialling
+from protocol.codes import ALPHABET as ALPHABET
+from protocol.codes import CODE_SYMBOLS as CODE_SYMBOLS
+from protocol.codes import normalise as normalise
+
 CODE_BITS: Final = CODE_SYMBOLS * 5
-_READ_AS: Final = str.maketrans({"O": "0", "I": "1", "L": "1"})
 
 
 def new_code() -> str:
     """A fresh random code, formatted for reading aloud."""
     symbols = "".join(secrets.choice(ALPHABET) for _ in range(CODE_SYMBOLS))
     return f"{symbols[:5]}-{symbols[5:]}"
-
-
-def normalise(text: str) -> str | None:
-    """The canonical symbols of a typed code, or None when it cannot be a code."""
-    cleaned = "".join(text.split()).replace("-", "").upper().translate(_READ_AS)
-    if len(cleaned) != CODE_SYMBOLS or any(c not in ALPHABET for c in cleaned):
-        return None
-    return cleaned
 
 
 def code_hash(pepper: bytes, canonical: str) -> bytes:

@@ -505,11 +505,30 @@ def _checked(snapshot: Mapping[str, Any], section: str) -> bool:
     return isinstance(snapshot.get(section), Mapping)
 
 
+def _compared(
+    before: Mapping[str, Any], after: Mapping[str, Any], finding: Mapping[str, Any]
+) -> bool:
+    """Whether both snapshots looked at what ``finding`` is about, so that its presence in
+    one and absence in the other means something (a partial snapshot checked less)."""
+    if finding.get("section") == "errors":
+        # "could not read X" compares only where both snapshots tried to read X
+        collector = finding.get("subject")
+        return all(
+            not isinstance(s.get("collectors"), list) or collector in s["collectors"]
+            for s in (before, after)
+        )
+    section = str(finding.get("section"))
+    return _checked(before, section) and _checked(after, section)
+
+
 def compare(
     before: Mapping[str, Any], after: Mapping[str, Any], catalogue: Catalogue | None = None
 ) -> dict[str, Any]:
     """What changed between two snapshots: findings resolved, new and remaining, and the
-    watched values that moved (the catalogue's metrics and sets)."""
+    watched values that moved (the catalogue's metrics and sets).
+
+    A finding about a collector that only one snapshot ran is "not compared", whichever
+    side it is on: it is neither resolved nor new."""
     catalogue = catalogue or default_catalogue()
     old, new = evaluate(before, catalogue), evaluate(after, catalogue)
 
@@ -519,25 +538,30 @@ def compare(
     old_keys = {key(f): f for f in old}
     new_keys = {key(f) for f in new}
     resolved: list[dict[str, Any]] = []
-    unchecked: list[dict[str, Any]] = []
+    uncompared: list[dict[str, Any]] = []
     remaining: list[dict[str, Any]] = []
     appeared: list[dict[str, Any]] = []
     for finding in old:
         if key(finding) in new_keys:
             continue
-        (resolved if _checked(after, finding["section"]) else unchecked).append(finding)
+        if _compared(before, after, finding):
+            resolved.append(finding)
+        else:
+            uncompared.append({**finding, "seen_in": "before"})
     for finding in new:
         previous = old_keys.get(key(finding))
-        if previous is None:
+        if previous is not None:
+            remaining.append({**finding, "severity_before": previous["severity"]})
+        elif _compared(before, after, finding):
             appeared.append(finding)
         else:
-            remaining.append({**finding, "severity_before": previous["severity"]})
+            uncompared.append({**finding, "seen_in": "after"})
     return {
         "findings": {
             "resolved": resolved,
             "new": appeared,
             "remaining": remaining,
-            "not_rechecked": unchecked,
+            "not_compared": uncompared,
         },
         "changes": _metric_changes(before, after, catalogue)
         + _set_changes(before, after, catalogue),

@@ -127,6 +127,13 @@ async def fixes_list(api: Api, caller: Caller, params: dict[str, Any], _p: Progr
     return {"serial": bundle.serial, "fixes": listed}
 
 
+def acting_level(role: str, level: str | None) -> str | None:
+    """The support level a caller runs fixes at: admins act as the highest level."""
+    from protocol.catalogue import LEVELS
+
+    return LEVELS[-1] if role == "admin" else level
+
+
 async def fix_run(api: Api, caller: Caller, params: dict[str, Any], progress: Progress) -> Any:
     """Propose a fix to the ticket's agent, stream its output, attach the outcome, and check
     whether the finding it targets cleared."""
@@ -145,24 +152,28 @@ async def fix_run(api: Api, caller: Caller, params: dict[str, Any], progress: Pr
         "source": caller.source,
         "ticket_id": ticket.id,
     }
+    # an admin acts as a technician of the highest level; the record says so
+    level = acting_level(caller.user.role, caller.user.level)
+    acting = {"acting_as": f"technician {level}"} if caller.user.role == "admin" else {}
     try:
         fix = bundle.find(fix_id)
     except CatalogueError as exc:
         raise _error("not_found", exc.reason) from None
-    if not level_allows(caller.user.level, fix):
+    if not level_allows(level, fix):
         await api.controller.audit(
             "fix.refused",
             **who,
             details={
+                **acting,
                 "fix": fix.id,
                 "code": "level",
                 "needs": fix.min_level,
-                "has": caller.user.level,
+                "has": level,
             },
         )
         raise _error(
             "forbidden",
-            f"{fix.id} needs a {fix.min_level} technician and you are {caller.user.level}: "
+            f"{fix.id} needs a {fix.min_level} technician and you are {level}: "
             f"escalate the ticket to {fix.min_level}",
         )
     # the ticket's level counts too: an L1 ticket gets L1 fixes until it is escalated, so
@@ -172,6 +183,7 @@ async def fix_run(api: Api, caller: Caller, params: dict[str, Any], progress: Pr
             "fix.refused",
             **who,
             details={
+                **acting,
                 "fix": fix.id,
                 "code": "ticket_level",
                 "needs": fix.min_level,
@@ -191,19 +203,21 @@ async def fix_run(api: Api, caller: Caller, params: dict[str, Any], progress: Pr
         validate_params(fix, raw)
     except CatalogueError as exc:
         await api.controller.audit(
-            "fix.refused", **who, details={"fix": fix.id, "code": exc.code, "reason": exc.reason}
+            "fix.refused",
+            **who,
+            details={**acting, "fix": fix.id, "code": exc.code, "reason": exc.reason},
         )
         raise _error("bad_request", exc.reason) from None
     link = api.controller.link_for_ticket(ticket.id)
     if link is None:
         raise _error("no_agent", f"no agent is connected to T-{ticket.id}")
+    # "cleared" needs the finding to have been there: read before the fix changes anything
+    before = await _present_before(api, ticket.id, fix.targets) if fix.targets else None
     proposal = FixProposal(
         bundle=signed.model_dump(),
         fix_id=fix.id,
         params={str(k): str(v) for k, v in raw.items()},
-        technician=Technician(
-            name=caller.user.name, role=caller.user.role, level=caller.user.level
-        ),
+        technician=Technician(name=caller.user.name, role=caller.user.role, level=level),
         ticket=TicketRef(id=f"T-{ticket.id}", title=ticket.title, customer=ticket.customer),
     )
     await api.store.add_request(
@@ -215,6 +229,7 @@ async def fix_run(api: Api, caller: Caller, params: dict[str, Any], progress: Pr
         session_id=link.session_id,
         agent_id=link.agent_id,
         details={
+            **acting,
             "request_id": proposal.id,
             "fix": fix.id,
             "sha256": fix.content_hash(),
@@ -252,11 +267,43 @@ async def fix_run(api: Api, caller: Caller, params: dict[str, Any], progress: Pr
         return outcome
     if fix.targets and result.data.get("status") == "succeeded":
         await progress("checking whether the finding cleared")
-        outcome["verification"] = await _verify(api, caller, link, fix)
+        outcome["verification"] = await _verify(api, caller, link, fix, before)
     return outcome
 
 
-async def _verify(api: Api, caller: Caller, link: Any, fix: Fix) -> dict[str, Any]:
+async def _present_before(api: Api, ticket_id: int, rule_id: str) -> bool | None:
+    """Whether the ticket's latest snapshot that looked at the rule's section had its
+    finding; None when no snapshot on the ticket looked."""
+    from controller.findings import default_catalogue, evaluate
+
+    section = next((r.section for r in default_catalogue().rules if r.id == rule_id), None)
+    snapshots = [
+        a.data
+        for a in await api.store.attachments(ticket_id)
+        if a.kind == "diagnostics" and a.ok and isinstance(a.data, dict)
+    ]
+    for snapshot in reversed(snapshots):
+        if section is None or isinstance(snapshot.get(section), dict):
+            return any(f.get("rule") == rule_id for f in evaluate(snapshot))
+    return None
+
+
+def verdict(before: bool | None, after: bool) -> str:
+    """What a fix did to the finding it targets, from its presence before and after."""
+    if after:
+        if before is None:
+            return "present after (no earlier snapshot checked)"
+        return "still there" if before else "appeared"
+    if before:
+        return "cleared"
+    if before is False:
+        return "not present before or after"
+    return "not present after (no earlier snapshot checked)"
+
+
+async def _verify(
+    api: Api, caller: Caller, link: Any, fix: Fix, before: bool | None
+) -> dict[str, Any]:
     """Re-run the diagnostics the fix targets; attach them; did the finding clear?"""
     from controller.api import utcnow
     from controller.findings import evaluate
@@ -277,10 +324,14 @@ async def _verify(api: Api, caller: Caller, link: Any, fix: Fix) -> dict[str, An
     if not result.ok:
         return {"targets": fix.targets, "checked": False, "note": result.error}
     remaining = [f for f in evaluate(result.data) if f.get("rule") == fix.targets]
+    outcome = verdict(before, bool(remaining))
     return {
         "targets": fix.targets,
         "checked": True,
-        "cleared": not remaining,
+        "present_before": before,
+        "present_after": bool(remaining),
+        "outcome": outcome,
+        "cleared": outcome == "cleared",
         "remaining": [f.get("title") for f in remaining],
         "request": request.id,
     }
@@ -289,5 +340,5 @@ async def _verify(api: Api, caller: Caller, link: Any, fix: Fix) -> dict[str, An
 METHODS: dict[str, tuple[Handler, tuple[str, ...]]] = {
     "fixes.publish": (fixes_publish, ("admin",)),
     "fixes.list": (fixes_list, ("admin", "technician", "auditor")),
-    "fix.run": (fix_run, ("technician",)),
+    "fix.run": (fix_run, ("admin", "technician")),
 }

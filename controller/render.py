@@ -395,7 +395,7 @@ def render_diff(console: Console, diff: Mapping[str, Any]) -> None:
         ("resolved", "✓ resolved", "green"),
         ("new", "✗ new", "red"),
         ("remaining", "• still there", "yellow"),
-        ("not_rechecked", "? not checked again", "dim"),
+        ("not_compared", "? not compared", "dim"),
     )
     shown = False
     for key, label, style in groups:
@@ -408,6 +408,9 @@ def render_diff(console: Console, diff: Mapping[str, Any]) -> None:
             was = _str(finding.get("severity_before"))
             if was and was != severity:
                 line.append(f" (was {was})", style="dim")
+            seen = _str(finding.get("seen_in"))
+            if seen:
+                line.append(f" (only the {seen} snapshot checked this)", style="dim")
             console.print(line)
     if not shown:
         console.print(Text("no findings before or after", style="green"))

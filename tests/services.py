@@ -8,6 +8,7 @@ shrinking it.
 from __future__ import annotations
 
 import os
+import shutil
 from typing import NoReturn
 
 import pytest
@@ -27,3 +28,14 @@ def require_service(name: str, exc: BaseException, where: str | None = None) -> 
     if services_required():
         pytest.fail(f"{message} (and {REQUIRE_ENV}=1 is set)", pytrace=False)
     pytest.skip(message)
+
+
+def require_tool(name: str, why: str) -> str:
+    """The path of command ``name``; else skip (or, under CI, fail) saying what it is for."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed ({why})"
+        if services_required():
+            pytest.fail(f"{message}, and {REQUIRE_ENV}=1 is set", pytrace=False)
+        pytest.skip(message)
+    return path

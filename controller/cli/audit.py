@@ -7,13 +7,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
 
 from controller.cli.common import HomeOpt, JsonOpt, run_client
-from controller.cli.output import emit, fail, stderr, stdout
+from controller.cli.output import Column, emit, fail, print_table, shown, stderr, stdout
 from controller.client import Connection
-from protocol.text import one_line
 
 audit_app = typer.Typer(help="Read, export and verify the audit log.", no_args_is_help=True)
 
@@ -51,24 +48,30 @@ def audit_log(
     }
 
     def render(events: list[dict[str, Any]]) -> None:
-        table = Table("seq", "at", "type", "actor", "source", "ticket", "session", "details")
-        for e in events:
-            # details quote what clients sent (codes, reasons, host names): Text, never
-            # markup, and one line per field
-            cells = (
-                e["type"],
-                e["actor"] or "",
-                e["source"] or "",
-                e["ticket"] or "",
-                e["session"] or "",
-                str(e["details"] or ""),
-            )
-            table.add_row(
+        columns = (
+            Column("seq", justify="right"),
+            Column("at", "text", min_width=10),  # wraps between date and time
+            Column("type"),
+            Column("actor"),
+            Column("source", drop=3),
+            Column("ticket"),
+            Column("session", drop=2),
+            Column("details", "text", drop=1, ratio=4, min_width=16),
+        )
+        rows = [
+            (
                 str(e["seq"]),
                 e["at"][:19].replace("T", " "),
-                *(Text(one_line(str(cell))) for cell in cells),
+                shown(e["type"]),
+                shown(e["actor"] or ""),
+                shown(e["source"] or ""),
+                shown(e["ticket"] or ""),
+                shown(e["session"] or ""),
+                shown(str(e["details"] or "")),
             )
-        stdout.print(table)
+            for e in events
+        ]
+        print_table(columns, rows)
 
     emit(run_client(home, lambda c: c.call("audit.list", params)), as_json, render)
 

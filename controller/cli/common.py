@@ -23,6 +23,18 @@ HomeOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 TicketArg = Annotated[str, typer.Argument(help="Ticket id, e.g. T-1.")]
 
+#: a technician's stored login meets another certificate (the agent's advice fits customers)
+STORED_PIN_ADVICE = (
+    "If the controller was re-installed, log in again with the pin its admin gives you "
+    "(helpline login --pin …); otherwise someone may be intercepting the connection."
+)
+#: a technician logging in with a --pin that does not match
+LOGIN_PIN_ADVICE = (
+    "Check the --pin: it is the certificate fingerprint that `helpline agent-config` "
+    "prints on the controller (ask your admin). If it is right, someone may be "
+    "intercepting the connection."
+)
+
 
 def run_client(home: Path | None, work: Callable[[Connection], Awaitable[T]]) -> T:
     """Connect to the controller, authenticate, run ``work``; map failures to exit codes."""
@@ -38,7 +50,7 @@ def run_client(home: Path | None, work: Callable[[Connection], Awaitable[T]]) ->
     except ClientError as exc:
         fail(exc.code, exc.message)
     except PinMismatch as exc:
-        fail("pin_mismatch", str(exc))
+        fail("pin_mismatch", exc.explain(STORED_PIN_ADVICE))
 
 
 def parse_duration(text: str) -> int:

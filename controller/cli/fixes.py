@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
 from controller.cli.common import HomeOpt, JsonOpt, TicketArg, run_client
-from controller.cli.output import emit, fail, shown, stderr, stdout
+from controller.cli.output import Column, emit, fail, print_table, shown, stderr, stdout
 from controller.client import Connection
 from protocol.text import visible
 
@@ -150,18 +150,28 @@ def list_fixes(
     """List the published fixes (suggested ones for a ticket first)."""
 
     def render(d: dict[str, Any]) -> None:
-        table = Table("fix", "title", "level", "root", "undo", "params", "suggested for")
-        for f in d["fixes"]:
-            table.add_row(
-                f["id"],
-                f["title"],
+        columns = (
+            Column("fix"),
+            Column("title", "text", ratio=3),
+            Column("level"),
+            Column("root", drop=3),
+            Column("undo", drop=4),
+            Column("params", "text", drop=2),
+            Column("suggested for", drop=1),
+        )
+        rows = [
+            (
+                escape(f["id"]),
+                escape(f["title"]),
                 f["min_level"],
                 "yes" if f["needs_root"] else "",
                 "yes" if f["reversible"] else "",
-                ", ".join(f["params"]),
-                f"[yellow]{f['suggested_for']}[/]" if f["suggested_for"] else "",
+                escape(", ".join(f["params"])),
+                f"[yellow]{escape(f['suggested_for'])}[/]" if f["suggested_for"] else "",
             )
-        stdout.print(table)
+            for f in d["fixes"]
+        ]
+        print_table(columns, rows)
 
     emit(run_client(home, lambda c: c.call("fixes.list", {"ticket": for_})), as_json, render)
 
@@ -238,8 +248,10 @@ def fix(
                 stdout.print(f"[yellow]{stream} was truncated[/]")
         check = d.get("verification")
         if check and check.get("checked"):
-            verdict = "[green]cleared[/]" if check["cleared"] else "[red]still there[/]"
-            stdout.print(f"finding {shown(check['targets'])}: {verdict}")
+            outcome = str(check.get("outcome") or "")
+            style = {"cleared": "green", "still there": "red", "appeared": "red"}.get(outcome)
+            verdict = f"[{style}]{shown(outcome)}[/]" if style else shown(outcome)
+            stdout.print(f"finding {shown(check['targets'])}: {verdict}", highlight=False)
         stdout.print(f"[dim]attached to {shown(d['ticket'])} (request {shown(d['request'])})[/]")
 
     emit(result, as_json, render)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -13,7 +14,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from controller.cli.audit import audit_app
-from controller.cli.common import HomeOpt, JsonOpt, TicketArg, parse_duration, run_client
+from controller.cli.common import (
+    LOGIN_PIN_ADVICE,
+    HomeOpt,
+    JsonOpt,
+    TicketArg,
+    parse_duration,
+    run_client,
+)
 from controller.cli.diag import diag_app
 from controller.cli.fixes import fix as fix_command
 from controller.cli.fixes import fixes_app
@@ -71,14 +79,19 @@ def init(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a controller home: TLS identity, database, first admin."""
-    from controller.home import ControllerHome
+    from controller.home import ControllerHome, HomeError
     from controller.setup import initialise
 
     target = ControllerHome.resolve(home)
+    if target.exists:
+        # checked before anything is written: a second init must never touch the first
+        fail("conflict", f"{target.path} already holds a controller; use another --home")
     try:
         result = asyncio.run(
             initialise(target, url, listen, name, admin_name, admin_key, parse_duration(grant))
         )
+    except HomeError as exc:  # lost a race with another init of the same home
+        fail("conflict", str(exc))
     except (ValueError, OSError) as exc:
         fail("bad_request", str(exc))
 
@@ -194,7 +207,7 @@ def login(
     except ClientError as exc:
         fail(exc.code, exc.message)
     except PinMismatch as exc:
-        fail("pin_mismatch", str(exc))
+        fail("pin_mismatch", exc.explain(LOGIN_PIN_ADVICE))
     path = default_client_config()
     save_client_settings(settings, path)
     emit(
@@ -279,13 +292,55 @@ def end_session(
 
 
 @app.command()
-def ping(ticket: TicketArg, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
-    """Round-trip a trivial request to the ticket's agent."""
-    emit(
-        run_client(home, lambda c: c.call("agent.ping", {"ticket": ticket})),
-        as_json,
-        lambda d: stdout.print("pong"),
-    )
+def ping(
+    ticket: TicketArg,
+    count: Annotated[
+        int, typer.Option("--count", "-c", min=1, max=1000, help="How many round trips.")
+    ] = 1,
+    interval: Annotated[
+        float, typer.Option(min=0, max=60, help="Seconds between round trips.")
+    ] = 0.2,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Round-trip a trivial request to the ticket's agent; print how long it took."""
+    from statistics import median
+
+    async def work(connection: Connection) -> dict[str, Any]:
+        trips: list[dict[str, Any]] = []
+        for n in range(count):
+            if n:
+                await asyncio.sleep(interval)
+            started = time.monotonic()
+            answer = await connection.call("agent.ping", {"ticket": ticket})
+            rtt = round((time.monotonic() - started) * 1000, 3)
+            trips.append({"rtt_ms": rtt, "agent_ms": answer.get("agent_ms"), "ok": answer["ok"]})
+            if not as_json:
+                stdout.print(
+                    f"pong from {ticket}: {rtt:.1f} ms (controller to agent "
+                    f"{answer.get('agent_ms') or 0:.1f} ms)",
+                    highlight=False,
+                )
+        rtts = [t["rtt_ms"] for t in trips]
+        return {
+            "ticket": ticket,
+            "count": count,
+            "ok": all(t["ok"] for t in trips),
+            "min_ms": min(rtts),
+            "median_ms": round(median(rtts), 3),
+            "max_ms": max(rtts),
+            "trips": trips,
+        }
+
+    def render(d: dict[str, Any]) -> None:
+        if d["count"] > 1:  # each trip was printed as it came back
+            stdout.print(
+                f"{d['count']} round trips: min {d['min_ms']:.1f} ms, "
+                f"median {d['median_ms']:.1f} ms, max {d['max_ms']:.1f} ms",
+                highlight=False,
+            )
+
+    emit(run_client(home, work), as_json, render)
 
 
 # -- users and audit -------------------------------------------------------------------

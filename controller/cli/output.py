@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterable
-from typing import Any, NoReturn
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, NoReturn
 
 from rich.console import Console, ConsoleOptions, RenderableType
 from rich.markup import escape
 from rich.segment import Segment
+from rich.table import Table
+from rich.text import Text
 
 from protocol.text import one_line, visible
 
@@ -98,3 +101,102 @@ def fail(code: str, message: str) -> NoReturn:
     if code == "internal":
         stderr.print("[dim]set HELPLINE_DEBUG=1 for a traceback[/]")
     raise SystemExit(EXIT_CODES.get(code, 1))
+
+
+# -- tables that fit the terminal ------------------------------------------------------------
+
+#: what each column costs beyond its content in rich's default box: padding and a rule
+COLUMN_OVERHEAD = 3
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: ``id`` cells (identifiers, numbers, states) are never cut or
+    wrapped; ``text`` cells wrap. Columns with a higher ``drop`` are left out first when
+    the terminal is too narrow for everything (0: always shown)."""
+
+    header: str
+    kind: Literal["id", "text"] = "id"
+    drop: int = 0
+    justify: Literal["left", "right"] = "left"
+    #: a wrapping column's share of the width left over
+    ratio: int = 1
+    #: the narrowest a wrapping column gets before a less important column is left out
+    min_width: int = 20
+
+
+def fitted_table(
+    columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int | None = None
+) -> tuple[Table, list[str]]:
+    """A table of ``rows`` (rich markup) that fits ``width`` (the terminal's), and the
+    headers of the columns it left out to get there."""
+    width = width or stdout.width
+    cells = [[Text.from_markup(cell) for cell in row] for row in rows]
+
+    widest = [
+        max([len(column.header), *(row[i].cell_len for row in cells)])
+        for i, column in enumerate(columns)
+    ]
+
+    def need(i: int) -> int:
+        return widest[i] if columns[i].kind == "id" else min(widest[i], columns[i].min_width)
+
+    shown = list(range(len(columns)))
+    dropped: list[str] = []
+    for i in sorted((i for i, c in enumerate(columns) if c.drop), key=lambda i: -columns[i].drop):
+        if sum(need(j) + COLUMN_OVERHEAD for j in shown) + 1 <= width:
+            break
+        shown.remove(i)
+        dropped.append(columns[i].header)
+    texts = [i for i in shown if columns[i].kind == "text"]
+    left = width - 1 - sum(COLUMN_OVERHEAD + (0 if i in texts else widest[i]) for i in shown)
+    text_widths = _share(left, {i: (need(i), widest[i], columns[i].ratio) for i in texts})
+    table = Table()
+    for i in shown:
+        column = columns[i]
+        if column.kind == "id":
+            table.add_column(column.header, no_wrap=True, justify=column.justify, min_width=need(i))
+        else:
+            table.add_column(
+                column.header, overflow="fold", justify=column.justify, width=text_widths[i]
+            )
+    for row in cells:
+        table.add_row(*(row[i] for i in shown))
+    return table, dropped
+
+
+def _share(room: int, texts: dict[int, tuple[int, int, int]]) -> dict[int, int]:
+    """Widths for the wrapping columns: each its (minimum, widest, ratio) — at least the
+    minimum, at most what its widest cell needs, the rest of ``room`` shared by ratio."""
+    widths = {i: low for i, (low, _high, _ratio) in texts.items()}
+    open_ = {i for i, (low, high, _ratio) in texts.items() if high > low}
+    spare = room - sum(widths.values())
+    while spare > 0 and open_:
+        total = sum(texts[i][2] for i in open_)
+        given = 0
+        for i in sorted(open_):
+            share = max(1, spare * texts[i][2] // total)
+            grant = min(share, texts[i][1] - widths[i], spare - given)
+            widths[i] += grant
+            given += grant
+            if widths[i] >= texts[i][1]:
+                open_.discard(i)
+        if given == 0:
+            break
+        spare -= given
+    return widths
+
+
+def print_table(
+    columns: Sequence[Column], rows: Sequence[Sequence[str]], console: Console | None = None
+) -> None:
+    """Print a :func:`fitted_table`, and say which columns it left out."""
+    console = console or stdout
+    table, dropped = fitted_table(columns, rows, console.width)
+    console.print(table)
+    if dropped:
+        console.print(
+            f"[dim]left out at {console.width} columns: {', '.join(dropped)} "
+            "(a wider terminal or --json shows them)[/]",
+            highlight=False,
+        )

@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from controller.cli.common import HomeOpt, JsonOpt, TicketArg, run_client
-from controller.cli.output import emit, fail, shown, stderr, stdout
+from controller.cli.output import Column, emit, fail, print_table, shown, stderr, stdout
 
 ticket_app = typer.Typer(
     help="Tickets: open, list, show, assign, note, wait, resume, escalate, resolve, close, reopen.",
@@ -102,18 +102,28 @@ def ticket_table(tickets: list[dict[str, Any]]) -> None:
 
 def sessions_table(sessions: list[dict[str, Any]]) -> None:
     """Sessions as one table (``helpline sessions`` and ``helpline ticket show``)."""
-    table = Table("session", "ticket", "agent", "technician", "state", "connected", "expires")
-    for s in sessions:
-        table.add_row(
-            s["id"],
-            s["ticket"],
+    columns = (
+        Column("session"),
+        Column("ticket"),
+        Column("agent", drop=1),
+        Column("technician"),
+        Column("state"),
+        Column("connected"),
+        Column("expires", "text", min_width=10),
+    )
+    rows = [
+        (
+            shown(s["id"]),
+            shown(s["ticket"]),
             shown(s["agent"] or ""),
             shown(s["technician"] or ""),
-            s["state"],
+            shown(s["state"]),
             "[green]yes[/]" if s["connected"] else "no",
             s["expires_at"][:19].replace("T", " "),
         )
-    stdout.print(table)
+        for s in sessions
+    ]
+    print_table(columns, rows)
 
 
 # -- tickets ---------------------------------------------------------------------------------

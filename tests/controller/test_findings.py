@@ -230,10 +230,20 @@ def test_a_partial_snapshot_does_not_count_as_a_fix() -> None:
     before = load("before_fix")
     after = {k: v for k, v in load("healthy").items() if k not in ("services", "processes")}
     diff = compare(before, after)
-    unchecked = {f["rule"] for f in diff["findings"]["not_rechecked"]}
+    unchecked = {f["rule"] for f in diff["findings"]["not_compared"]}
     assert unchecked == {"services.failed", "processes.zombies"}
     labels = {c["label"] for c in diff["changes"]}
     assert "Zombie processes" not in labels and "Failed services" not in labels
+
+
+def test_findings_a_partial_snapshot_never_checked_are_not_new() -> None:
+    full = load("before_fix")
+    partial = {k: v for k, v in full.items() if k not in ("services", "processes")}
+    partial["collectors"] = [c for c in full["collectors"] if c not in ("services", "processes")]
+    diff = compare(partial, full)
+    assert diff["findings"]["new"] == []
+    uncompared = {(f["rule"], f["seen_in"]) for f in diff["findings"]["not_compared"]}
+    assert uncompared == {("services.failed", "after"), ("processes.zombies", "after")}
 
 
 def test_identical_snapshots_compare_as_unchanged() -> None:

@@ -31,6 +31,23 @@ def free_port() -> int:
         return port
 
 
+#: ssh-keygen's -t names, as asyncssh names the algorithms
+_KEY_ALGORITHMS = {"ed25519": "ssh-ed25519", "ecdsa": "ecdsa-sha2-nistp256", "rsa": "ssh-rsa"}
+
+
+def ssh_keygen(path: Path, kind: str = "ed25519") -> Path:
+    """An unencrypted OpenSSH key pair at ``path`` and ``path.pub``, as ``ssh-keygen -N ''``
+    makes it, without needing OpenSSH's tools on the machine."""
+    import asyncssh
+
+    extra = {"key_size": 3072} if kind == "rsa" else {}
+    key = asyncssh.generate_private_key(_KEY_ALGORITHMS[kind], **extra)
+    path.write_bytes(key.export_private_key())
+    path.chmod(0o600)  # ssh-add refuses a private key others can read
+    Path(f"{path}.pub").write_bytes(key.export_public_key())
+    return path
+
+
 def wait_until(predicate: Callable[[], Any], seconds: float, what: str) -> Any:
     """Poll ``predicate`` until it returns something truthy; bounded in time."""
     deadline = time.monotonic() + scaled(seconds)
@@ -115,6 +132,7 @@ class Controller:
         check: bool = True,
         input: str | None = None,
         env: dict[str, str] | None = None,
+        timeout: float = 60,
     ) -> subprocess.CompletedProcess[str]:
         """Run the real ``helpline`` CLI against this controller."""
         result = subprocess.run(
@@ -123,7 +141,7 @@ class Controller:
             capture_output=True,
             text=True,
             input=input,
-            timeout=scaled(60),
+            timeout=scaled(timeout),
         )
         if check and result.returncode != 0:
             raise AssertionError(
@@ -132,8 +150,8 @@ class Controller:
             )
         return result
 
-    def json(self, *args: str) -> Any:
-        return json.loads(self.cli(*args, "--json").stdout)
+    def json(self, *args: str, timeout: float = 60) -> Any:
+        return json.loads(self.cli(*args, "--json", timeout=timeout).stdout)
 
     def agent_config(self) -> Path:
         path = self.tmp / "agent.toml"
@@ -145,12 +163,14 @@ class Controller:
         self,
         code: str,
         *extra: str,
-        name: str = "agent",
+        name: str | None = None,
         config: Path | None = None,
         yes: bool = True,
         env: dict[str, str] | None = None,
         stdin: int | None = subprocess.DEVNULL,
     ) -> Agent:
+        # a fresh state directory and log for each agent unless a test wants one shared
+        name = name or ("agent" if not self.agents else f"agent{len(self.agents)}")
         home = self.tmp / name
         log = self.tmp / f"{name}.log"
         args = [
@@ -203,27 +223,36 @@ class Controller:
 ControllerFactory = Callable[..., Controller]
 
 
+def _new_controller(base: Path, *init_args: str, env: dict[str, str] | None = None) -> Controller:
+    home = base / "controller"
+    full_env = {
+        **os.environ,
+        "HELPLINE_HOME": str(home),
+        "HELPLINE_BACKOFF_BASE": "0.1",
+        "HELPLINE_BACKOFF_MAX": "1",
+        "HELPLINE_CLIENT_CONFIG": str(base / "client.toml"),
+    }
+    full_env.pop("HELPLINE_DB", None)
+    full_env.update(env or {})
+    return Controller(home=home, port=free_port(), tmp=base, env=full_env)
+
+
+def _stop_agents(agents: list[Agent]) -> None:
+    for agent in agents:
+        if agent.process.poll() is None:
+            agent.process.kill()
+            agent.process.wait()
+
+
 @pytest.fixture
 def make_controller(tmp_path: Path) -> Iterator[ControllerFactory]:
     """Build and start controllers: ``make_controller(*init_args, env={...})``."""
     made: list[Controller] = []
 
     def make(*init_args: str, env: dict[str, str] | None = None) -> Controller:
-        port = free_port()
-        base = tmp_path / f"c{len(made)}" if made else tmp_path
-        home = base / "controller"
-        full_env = {
-            **os.environ,
-            "HELPLINE_HOME": str(home),
-            "HELPLINE_BACKOFF_BASE": "0.1",
-            "HELPLINE_BACKOFF_MAX": "1",
-            "HELPLINE_CLIENT_CONFIG": str(base / "client.toml"),
-        }
-        full_env.pop("HELPLINE_DB", None)
-        full_env.update(env or {})
-        node = Controller(home=home, port=port, tmp=base, env=full_env)
+        node = _new_controller(tmp_path / f"c{len(made)}" if made else tmp_path, env=env)
         made.append(node)
-        node.cli("init", "--url", node.url, "--home", str(home), *init_args)
+        node.cli("init", "--url", node.url, "--home", str(node.home), *init_args)
         node.start()
         return node
 
@@ -231,11 +260,33 @@ def make_controller(tmp_path: Path) -> Iterator[ControllerFactory]:
         yield make
     finally:
         for node in made:
-            for agent in node.agents:
-                if agent.process.poll() is None:
-                    agent.process.kill()
-                    agent.process.wait()
+            _stop_agents(node.agents)
             node.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]:
+    """One controller for a whole test module: starting one costs seconds, so modules
+    whose tests each open their own ticket and read nothing another test changes share
+    it (see :func:`own_agents` for what each test cleans up)."""
+    node = _new_controller(tmp_path_factory.mktemp("shared"))
+    node.cli("init", "--url", node.url, "--home", str(node.home))
+    node.start()
+    try:
+        yield node
+    finally:
+        _stop_agents(node.agents)
+        node.stop()
+
+
+@pytest.fixture
+def own_agents(shared_controller: Controller) -> Iterator[Controller]:
+    """The module's shared controller; the agents a test starts end with the test."""
+    before = len(shared_controller.agents)
+    try:
+        yield shared_controller
+    finally:
+        _stop_agents(shared_controller.agents[before:])
 
 
 @pytest.fixture

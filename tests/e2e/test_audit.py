@@ -5,18 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from controller.client import ClientError, ClientSettings, Connection
-from tests.e2e.conftest import Controller, wait_until
+from tests.e2e.conftest import Controller, ssh_keygen, wait_until
 
 
 def _keygen(path: Path) -> Path:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
-    return path
+    return ssh_keygen(path)
 
 
 def _as_user(controller: Controller, tmp_path: Path, name: str, *role: str) -> dict[str, str]:

@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from protocol import codec
 from tests.conftest import scaled
-from tests.e2e.conftest import Controller, wait_until
+from tests.e2e.conftest import Controller, ssh_keygen, wait_until
 
 
 def _codes_failed(controller: Controller) -> list[str]:
@@ -34,10 +34,16 @@ def test_wrong_code_is_refused_and_audited(controller: Controller) -> None:
     assert _codes_failed(controller) == ["unknown"]
 
 
-def test_garbled_code_is_refused(controller: Controller) -> None:
-    agent = controller.start_agent("not a code at all")
-    assert agent.wait() == 4
-    assert _codes_failed(controller) == ["unknown"]
+@pytest.mark.parametrize("typed", ["12345", "not a code at all", "ABCDE-FGHJU", "7KQ2M-9XD4R0"])
+def test_a_malformed_code_is_refused_by_the_agent_before_dialling(
+    controller: Controller, typed: str
+) -> None:
+    agent = controller.start_agent(typed)
+    assert agent.wait() == 2
+    assert "is not a session code: a session code is 10 letters and digits" in agent.output()
+    # nothing reached the controller: none of the customer's attempts was used up
+    assert _codes_failed(controller) == []
+    assert "agent.key" not in {p.name for p in (controller.tmp / "agent").glob("*")}
 
 
 def test_expired_code_is_refused(controller: Controller) -> None:
@@ -123,7 +129,7 @@ def test_ticket_that_does_not_exist(controller: Controller) -> None:
 
 def test_technician_key_not_enrolled(controller: Controller, tmp_path: Path) -> None:
     key = tmp_path / "stranger"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    ssh_keygen(key)
     pin = controller.json("agent-config", "--out", str(tmp_path / "a.toml"))["pin"]
     env = {k: v for k, v in controller.env.items() if k != "HELPLINE_HOME"}
     result = controller.cli(

@@ -100,6 +100,27 @@ def test_snapshot_findings_selection_and_diff(controller: Controller) -> None:
     assert [e["details"]["collectors"] for e in requested][:2] == [["all"], ["disks", "network"]]
 
 
+def test_diff_after_a_partial_snapshot_calls_nothing_unchecked_new(
+    controller: Controller,
+) -> None:
+    ticket = _join(controller)
+    controller.json("diag", ticket, "--only", "disk,network")
+    full = controller.json("diag", ticket)
+    diff = controller.json("diag", "diff", ticket)
+    assert diff["before"]["collectors"] == ["disks", "network"]
+    compared = {"disks", "network"}
+
+    def about(finding: dict[str, object]) -> object:
+        return finding["subject"] if finding["section"] == "errors" else finding["section"]
+
+    assert all(about(f) in compared for f in diff["findings"]["new"]), diff["findings"]["new"]
+    unchecked = [f for f in full["findings"] if about(f) not in compared]
+    assert len(diff["findings"]["not_compared"]) == len(unchecked)
+    assert all(f["seen_in"] == "after" for f in diff["findings"]["not_compared"])
+    shown = controller.cli("diag", "diff", ticket).stdout
+    assert ("not compared" in shown) == bool(unchecked)
+
+
 def test_diff_needs_two_snapshots_and_list_needs_no_controller(controller: Controller) -> None:
     ticket = controller.open_ticket()
     lone = controller.cli("diag", "diff", ticket, check=False)

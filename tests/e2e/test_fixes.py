@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from controller.catalogue import builtin_dir
-from tests.e2e.conftest import Agent, Controller, wait_until
+from tests.e2e.conftest import Agent, Controller, ssh_keygen, wait_until
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Setup:
 
 def _login(controller: Controller, tmp: Path, name: str, level: str) -> dict[str, str]:
     key = tmp / name
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    ssh_keygen(key)
     controller.json("user", "add", name, "--key", f"{key}.pub", "--level", level)
     env = {k: v for k, v in controller.env.items() if k != "HELPLINE_HOME"}
     env["HELPLINE_CLIENT_CONFIG"] = str(tmp / f"{name}.toml")
@@ -46,32 +46,39 @@ def _login(controller: Controller, tmp: Path, name: str, level: str) -> dict[str
     return env
 
 
-@pytest.fixture
-def setup(controller: Controller, tmp_path: Path) -> Setup:
-    controller.json("fixes", "keygen", "--out", str(tmp_path / "fixkey"))
+def _prepare(controller: Controller, tmp: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Publish the built-in catalogue and log in an L1 and an L2 technician."""
+    controller.json("fixes", "keygen", "--out", str(tmp / "fixkey"))
     controller.json(
         "fixes",
         "sign",
         str(builtin_dir()),
         "--key",
-        str(tmp_path / "fixkey"),
+        str(tmp / "fixkey"),
         "--out",
-        str(tmp_path / "bundle.json"),
+        str(tmp / "bundle.json"),
         "--serial",
         "100",
     )
-    published = controller.json("fixes", "publish", str(tmp_path / "bundle.json"))
+    published = controller.json("fixes", "publish", str(tmp / "bundle.json"))
     assert published["key_pinned"] is True
-    config = tmp_path / "agent.toml"
+    config = controller.tmp / "agent.toml"  # what the agents join with
     controller.cli("agent-config", "--out", str(config))
     assert "fix_key" in config.read_text()
-    return Setup(
-        controller,
-        _login(controller, tmp_path, "tina", "L1"),
-        _login(controller, tmp_path, "sam", "L2"),
-        controller.open_ticket(),
-        tmp_path,
-    )
+    return _login(controller, tmp, "tina", "L1"), _login(controller, tmp, "sam", "L2")
+
+
+@pytest.fixture(scope="module")
+def technicians(shared_controller: Controller) -> tuple[dict[str, str], dict[str, str]]:
+    return _prepare(shared_controller, shared_controller.tmp)
+
+
+@pytest.fixture
+def setup(
+    own_agents: Controller, technicians: tuple[dict[str, str], dict[str, str]], tmp_path: Path
+) -> Setup:
+    """The module's controller and technicians, with a ticket of the test's own."""
+    return Setup(own_agents, *technicians, own_agents.open_ticket(), tmp_path)
 
 
 def _junk(tmp: Path) -> tuple[Path, Path]:
@@ -179,8 +186,12 @@ def test_preapproved_at_join_runs_without_asking(setup: Setup) -> None:
     assert given[-1]["details"]["preapproved"] == ["disk.free_space"]
 
 
-def test_a_compromised_controller_cannot_swap_the_catalogue(setup: Setup) -> None:
+def test_a_compromised_controller_cannot_swap_the_catalogue(
+    controller: Controller, tmp_path: Path
+) -> None:
     """The controller accepts a bundle from another key; the agent, pinned, refuses it."""
+    # a controller of its own: the forged catalogue must not reach the other tests
+    setup = Setup(controller, *_prepare(controller, tmp_path), controller.open_ticket(), tmp_path)
     agent = _agent(setup, "--allow", "disk.free_space")
     forged = setup.tmp / "forged"
     forged.mkdir()
@@ -219,8 +230,6 @@ def test_refusals_before_anything_reaches_the_customer(setup: Setup) -> None:
     assert bad.returncode == 2
     assert "days must be from 0 to 3650" in bad.stderr
     assert "Run it?" not in agent.output()
-    admin = setup.controller.cli("fix", setup.ticket, "disk.free_space", check=False)
-    assert admin.returncode == 4  # running fixes is a technician's job
     refusals = setup.controller.json("audit", "log", "--type", "fix.refused")
     assert {r["details"]["code"] for r in refusals} >= {"level", "bad_param"}
 
@@ -259,3 +268,34 @@ def test_the_ticket_level_gates_deeper_fixes_until_escalated(setup: Setup) -> No
     finally:
         if victim.poll() is None:
             victim.kill()
+
+
+def test_an_admin_runs_a_fix_as_an_l3_technician(setup: Setup) -> None:
+    # the README's walkthrough: the admin that `init` made proposes the fix itself
+    root, old = _junk(setup.tmp)
+    agent = _agent(setup, "--allow", "disk.free_space")
+    admin = setup.controller.env  # logs in with the key `init` made in the home
+    done = setup.fix("disk.free_space", "--param", f"root={root}", "--json", env=admin)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not old.exists()
+    proposed = setup.controller.json("audit", "log", "--type", "fix.proposed")[-1]
+    assert (proposed["actor"], proposed["role"]) == ("admin", "admin")
+    assert proposed["details"]["acting_as"] == "technician L3"
+    assert "Run it?" not in agent.output()
+
+
+def test_a_fix_reports_cleared_only_for_a_finding_that_was_there(setup: Setup) -> None:
+    root, _old = _junk(setup.tmp)
+    _agent(setup, "--allow", "disk.free_space")
+    snapshot = setup.controller.json("diag", setup.ticket, "--only", "disk")
+    was_there = any(f["rule"] == "disk.nearly_full" for f in snapshot["findings"])
+    code, result = setup.fix_json("disk.free_space", "--param", f"root={root}")
+    assert code == 0, result
+    check = result["verification"]
+    assert check["present_before"] is was_there
+    if not was_there and not check["present_after"]:
+        assert check["outcome"] == "not present before or after"
+        assert check["cleared"] is False
+        shown = setup.fix("disk.free_space", "--param", f"root={root}").stdout
+        assert "finding disk.nearly_full: not present before or after" in shown
+        assert "cleared" not in shown

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Controller
+from tests.e2e.conftest import Controller, ssh_keygen
+from tests.services import require_tool
 
 
 def _keygen(path: Path, kind: str) -> Path:
-    extra = ["-b", "3072"] if kind == "rsa" else []
-    subprocess.run(["ssh-keygen", "-q", "-t", kind, *extra, "-N", "", "-f", str(path)], check=True)
-    return path
+    return ssh_keygen(path, kind)
 
 
 def _remote_env(controller: Controller, tmp_path: Path) -> dict[str, str]:
@@ -50,10 +49,12 @@ def test_enrolled_technician_logs_in_and_works(
 
 
 def test_key_from_ssh_agent(controller: Controller, tmp_path: Path) -> None:
+    ssh_agent = require_tool("ssh-agent", "holds the technician's key")
+    ssh_add = require_tool("ssh-add", "loads the key into ssh-agent")
     key = _keygen(tmp_path / "agent_key", "ed25519")
     controller.json("user", "add", "bob", "--key", f"{key}.pub")
     socket_path = tmp_path / "ssh-agent.sock"
-    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(socket_path)], stdout=subprocess.DEVNULL)
+    agent = subprocess.Popen([ssh_agent, "-D", "-a", str(socket_path)], stdout=subprocess.DEVNULL)
     try:
         env = _remote_env(controller, tmp_path)
         env["SSH_AUTH_SOCK"] = str(socket_path)
@@ -61,7 +62,7 @@ def test_key_from_ssh_agent(controller: Controller, tmp_path: Path) -> None:
             if socket_path.exists():
                 break
             subprocess.run(["sleep", "0.05"], check=True)
-        subprocess.run(["ssh-add", "-q", str(key)], env=env, check=True)
+        subprocess.run([ssh_add, "-q", str(key)], env=env, check=True)
         os.unlink(key)  # only ssh-agent holds the private half now
         pin = controller.json("agent-config", "--out", str(tmp_path / "a.toml"))["pin"]
         login = controller.cli(
@@ -90,3 +91,20 @@ def test_wrong_pin_on_login(controller: Controller, tmp_path: Path) -> None:
     )
     assert result.returncode == 5
     assert "does not match" in result.stderr
+
+
+def test_a_wrong_pin_at_login_tells_the_technician_what_to_check(
+    controller: Controller, tmp_path: Path
+) -> None:
+    key = _keygen(tmp_path / "k", "ed25519")
+    controller.json("user", "add", "carol", "--key", f"{key}.pub")
+    env = _remote_env(controller, tmp_path)
+    wrong = "ab" * 32
+    login = controller.cli(
+        "login", "--url", controller.url, "--pin", wrong, "--key", str(key), check=False, env=env
+    )
+    assert login.returncode == 5
+    assert f"pinned:    sha256:{wrong}" in login.stderr
+    assert "Check the --pin" in login.stderr
+    assert "agent config" not in login.stderr  # that advice is for customers
+    assert not Path(env["HELPLINE_CLIENT_CONFIG"]).exists()  # nothing saved

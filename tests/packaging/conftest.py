@@ -109,7 +109,8 @@ def controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]
 
 def package(controller: Controller, kind: str, out: Path, *extra: str) -> dict[str, Any]:
     """Run ``helpline package KIND --out OUT --json`` against the controller's home."""
-    data: dict[str, Any] = controller.json("package", kind, "--out", str(out), *extra)
+    # compiling and xz take a while, longer still beside another test worker
+    data: dict[str, Any] = controller.json("package", kind, "--out", str(out), *extra, timeout=300)
     return data
 
 

@@ -16,6 +16,7 @@ gets its own cgroup subtree (made and removed here), and commands enter it with
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -43,9 +44,23 @@ def base_root() -> Path:
     cache = Path(os.environ.get(ROOTS_ENV, "/var/cache/helpline-tests"))
     name = f"debian-{SUITE}-" + "-".join(p.replace("-", "") for p in PACKAGES)
     root = cache / name
-    if (root / "usr/bin/python3").exists() and (root / "lib/systemd/systemd").exists():
-        return root
     cache.mkdir(parents=True, exist_ok=True)
+    # parallel test workers (and runs) share the cache: one makes the tree, the others wait
+    with open(cache / f"{name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not _complete(root):
+                _debootstrap(cache, name, root)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return root
+
+
+def _complete(root: Path) -> bool:
+    return (root / "usr/bin/python3").exists() and (root / "lib/systemd/systemd").exists()
+
+
+def _debootstrap(cache: Path, name: str, root: Path) -> None:
     scratch = Path(tempfile.mkdtemp(prefix=f"{name}.", dir=cache))
     try:
         made = subprocess.run(
@@ -68,10 +83,9 @@ def base_root() -> Path:
         (scratch / "etc/machine-id").write_text("")
         scratch.chmod(0o755)
         with contextlib.suppress(FileExistsError, OSError):
-            scratch.rename(root)  # another run may have won the race: theirs is as good
+            scratch.rename(root)  # a run without the lock (an older one) may have won
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return root
 
 
 class Container:

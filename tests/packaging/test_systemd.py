@@ -34,7 +34,7 @@ from tests.packaging.conftest import (
 )
 from tests.packaging.nspawn import Container, ContainerError, base_root
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ESCAPE = """\
 id = "test.escape"
@@ -84,6 +84,9 @@ def debs(controller: Controller, tmp_path_factory: pytest.TempPathFactory) -> It
 @pytest.fixture(scope="module")
 def debian_root() -> Path:
     need_root("boots a container")
+    # before debootstrap runs: a machine without the tools skips (fails in CI), never errors
+    for tool in ("debootstrap", "systemd-nspawn"):
+        need_tool(tool, "boots a Debian system under systemd for the .deb")
     try:
         return base_root()
     except (ContainerError, OSError, subprocess.TimeoutExpired) as exc:
