@@ -224,7 +224,9 @@ def test_hostile_frames_on_both_endpoints(target: Target) -> None:
         shown = " | ".join(hostile.describe(frame) for frame in sent)
         assert target.controller.process is not None
         assert target.controller.process.poll() is None, f"the controller died on {shown}"
-        assert close_code not in (1006, 1011), f"{lane}: closed {close_code} on {shown}"
+        # 1011: the handler raised (1006 is no verdict: an oversized frame may be cut off
+        # by the controller's refusal before its close frame is read)
+        assert close_code != 1011, f"{lane}: closed {close_code} on {shown}"
         for message in received:
             text = f"{message.get('error') or ''} {message.get('message') or ''}"
             assert message.get("error_code") != "internal", f"{text} ← {shown}"
