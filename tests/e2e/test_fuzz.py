@@ -3,8 +3,8 @@
 Hypothesis picks an endpoint and phase (lane), a valid message of protocol/messages.py for
 it and one mutation (tests/hostile.py); the frame goes to a ``helpline serve`` process over
 TLS 1.3 on loopback. Each frame must be answered or the connection closed within a bound,
-never with an ``internal`` error, SQL or a 1011; the controller's log must not gain a
-traceback. Afterwards a real agent joins and the real CLI reaches it.
+never with an ``internal`` error, SQL or a 1011. Afterwards a real agent joins, the real
+CLI reaches it, and the controller's log holds no traceback.
 
 The fuzz connections come from 127.0.0.2 and 127.0.0.3, so the failed-code limit they run
 into is not the real agent's (on 127.0.0.1).
@@ -63,7 +63,6 @@ class Target:
     ticket: str
     agent: hostile.ForgedAgent
     templates: hostile.Templates
-    log_seen: int = 0
 
     async def technician(self) -> Any:
         return await hostile.technician_login(
@@ -77,7 +76,13 @@ class Target:
         except hostile.PeerRefused as exc:
             if exc.code not in ("session_ended", "grant_expired"):
                 raise
-        code = await self.call("code.issue", {"ticket": self.ticket})
+        try:
+            code = await self.call("code.issue", {"ticket": self.ticket})
+        except hostile.PeerRefused:
+            # a fuzzed call may have resolved or closed the ticket: that is allowed
+            opened = await self.call("ticket.open", {"title": "Fuzzed", "customer": "ACME"})
+            self.ticket = opened["id"]
+            code = await self.call("code.issue", {"ticket": self.ticket})
         return await self.agent.login(self.controller.url, code["code"], local_addr=LOGIN_SOURCE)
 
     async def call(self, method: str, params: dict[str, Any]) -> Any:
@@ -89,16 +94,11 @@ class Target:
             while True:
                 reply = json.loads(await asyncio.wait_for(ws.recv(), scaled(HANG_SECONDS)))
                 if reply.get("reply_to") == call_id:
-                    assert reply["ok"], reply
+                    if not reply["ok"]:
+                        raise hostile.PeerRefused(str(reply.get("error_code")))
                     return reply["result"]
         finally:
             await ws.close()
-
-    def new_log(self) -> str:
-        """What the controller logged since the last look."""
-        log = self.controller.log()
-        fresh, self.log_seen = log[self.log_seen :], len(log)
-        return fresh
 
 
 async def _exchange(
@@ -231,9 +231,6 @@ def test_hostile_frames_on_both_endpoints(target: Target) -> None:
             text = f"{message.get('error') or ''} {message.get('message') or ''}"
             assert message.get("error_code") != "internal", f"{text} ← {shown}"
             assert not any(word in text for word in hostile.SQL_WORDS), f"{text} ← {shown}"
-        fresh = target.new_log()
-        for failure in hostile.LOG_FAILURES:
-            assert failure not in fresh, f"{failure} after {shown}:\n{fresh[-3000:]}"
 
     try:
         one_frame()
@@ -245,5 +242,9 @@ def test_hostile_frames_on_both_endpoints(target: Target) -> None:
     controller.start_agent(controller.issue_code(ticket), name="after-fuzz")
     controller.connected_session(ticket)
     assert "pong" in controller.cli("ping", ticket).stdout
+    # checked once at the end: asyncio logs a task's lost exception when the task is
+    # collected, which is not tied to the frame that caused it
+    log = controller.log()
     for failure in hostile.LOG_FAILURES:
-        assert failure not in controller.log()
+        at = log.find(failure)
+        assert at < 0, f"the controller logged {failure!r}:\n{log[max(0, at - 2000) : at + 3000]}"
