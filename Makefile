@@ -35,6 +35,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/audit.py
 	$(PY) bench/tickets.py
 	$(PY) bench/idle_agents.py
+	$(PY) bench/fuzz.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
