@@ -314,8 +314,9 @@ class Api:
         params: dict[str, Any],
     ) -> None:
         async def progress(stage: str, stream: str | None = None, data: str | None = None) -> None:
-            machine.progress(call_id, stage, stream, data)
-            await flush()
+            if not machine.finished:  # the technician's connection failed: nobody listens
+                machine.progress(call_id, stage, stream, data)
+                await flush()
 
         try:
             entry = METHODS.get(method)
@@ -339,23 +340,35 @@ class Api:
                 )
             else:
                 result = await handler(self, caller, params, progress)
-            machine.reply(call_id, result)
+            reply: tuple[str, str] | None = None
             outcome = "ok"
         except ApiError as exc:
-            machine.reply_error(call_id, exc.code, exc.message)
-            outcome = exc.code
+            reply, outcome = (exc.code, exc.message), exc.code
+        except (ConnectionError, ConnectionClosed):
+            # an agent that went away mid-request is an answer, not a controller failure
+            reply = ("agent_offline", "the agent disconnected before it answered")
+            outcome = "agent_offline"
+        except TimeoutError:
+            reply = ("agent_offline", "the agent did not answer in time")
+            outcome = "agent_offline"
         except Exception:  # one bad call must not take the connection down
             # the details (SQL, paths, values) stay in the server's log: the caller gets
             # an id to quote, never the text of the exception
             error_id = os.urandom(4).hex()
             log.exception("API call %s failed (error %s)", method, error_id)
-            machine.reply_error(
-                call_id,
+            reply = (
                 "internal",
                 f"the controller failed to answer {method} (error {error_id}; its log has "
                 "the details)",
             )
             outcome = "internal"
+        # a call may outlive its connection's protocol (a bad frame failed it meanwhile):
+        # then there is nobody to answer
+        if not machine.finished:
+            if reply is None:
+                machine.reply(call_id, result)
+            else:
+                machine.reply_error(call_id, *reply)
         # the method and its outcome only: params may hold secrets (a webhook's)
         logs.event(
             log,

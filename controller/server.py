@@ -39,7 +39,7 @@ from controller.home import ControllerHome
 from controller.store import CodeRefused, Store
 from controller.tls import server_context
 from protocol import codec, jsondata, signing
-from protocol.errors import ProtocolError
+from protocol.errors import LocalProtocolError, ProtocolError
 from protocol.machine import Ended, Refused
 from protocol.messages import (
     DEFAULT_SCOPES,
@@ -144,8 +144,12 @@ class AgentLink:
         if isinstance(message, FixProposal):
             self.running[message.id] = RunningFix(message.fix_id, message.technician.name)
         try:
-            self.machine.send_request(message)
-            await self.flush()
+            try:
+                self.machine.send_request(message)
+                await self.flush()
+            except (LocalProtocolError, ConnectionClosed):
+                # the session failed or the socket closed before the link was dropped
+                raise ConnectionError("the agent disconnected") from None
             async with asyncio.timeout(wait_seconds):
                 return await future
         finally:

@@ -282,3 +282,39 @@ def test_a_fix_that_ends_without_a_result_is_on_the_ticket_with_its_output(
     assert len(fixes) == 1
     assert fixes[0]["data"]["status"] == "succeeded"
     assert len(controller.json("audit", "log", "--type", "fix.finished")) == 1
+
+
+def test_a_call_that_outlives_its_failed_connection_leaves_no_trace(
+    controller: Controller,
+) -> None:
+    """A technician's call still waiting on the agent when a bad frame fails the API
+    connection: the call ends quietly (nobody to answer) and the agent's silence is an
+    ``agent_offline`` answer elsewhere, never an internal error or a lost task."""
+    import signal
+
+    from tests import hostile
+
+    ticket = controller.open_ticket()
+    agent = controller.start_agent(controller.issue_code(ticket))
+    controller.connected_session(ticket)
+    pin = controller.json("agent-config", "--out", str(controller.tmp / "pin.toml"))["pin"]
+    key = str(controller.home / "admin_ed25519")
+    agent.process.send_signal(signal.SIGSTOP)  # the ping below waits for it
+    try:
+
+        async def fail_mid_call() -> None:
+            ws = await hostile.technician_login(controller.url, key, pin)
+            call = {"v": 1, "id": "c1", "type": "call", "method": "agent.ping"}
+            await ws.send(json.dumps({**call, "params": {"ticket": ticket}}))
+            await ws.send("{not json")
+            await asyncio.wait_for(ws.wait_closed(), scaled(10))
+
+        asyncio.run(fail_mid_call())
+        stopped = controller.cli("ping", ticket, "--json", check=False)
+        assert stopped.returncode == 7, stopped.stderr  # agent_offline, not internal
+    finally:
+        agent.process.send_signal(signal.SIGCONT)
+    log = controller.log()
+    assert "Traceback" not in log
+    assert "Task exception was never retrieved" not in log
+    assert "not allowed in state FAILED" not in log
