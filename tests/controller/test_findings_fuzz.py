@@ -102,7 +102,7 @@ def test_evaluate_and_compare_never_raise(before: Any, after: Any) -> None:
         _json_safe(findings)
     if isinstance(before, dict) and isinstance(after, dict):
         diff = compare(before, after)
-        assert set(diff["findings"]) == {"resolved", "new", "remaining", "not_rechecked"}
+        assert set(diff["findings"]) == {"resolved", "new", "remaining", "not_compared"}
         _json_safe(diff)
         _json_safe(compare(after, before))
 

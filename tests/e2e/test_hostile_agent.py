@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import scaled
 from tests.e2e.conftest import Controller
-from tests.e2e.test_fixes import Setup, _agent, setup  # noqa: F401 - the fixture
+from tests.e2e.test_fixes import Setup, _agent, setup, technicians  # noqa: F401 - fixtures
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "snapshots"
 

@@ -28,7 +28,7 @@ from websockets.asyncio.client import connect
 
 from tests.conftest import scaled
 from tests.e2e.conftest import Controller, wait_until
-from tests.e2e.test_fixes import Setup, setup  # noqa: F401 - the fixture, for the fix test
+from tests.e2e.test_fixes import Setup, setup, technicians  # noqa: F401 - fixtures
 
 ESC = "\x1b"
 CLIPBOARD = "\x1b]52;c;ZXZpbA==\x07"  # OSC 52: write the technician's clipboard
@@ -231,8 +231,12 @@ def test_a_newline_in_a_frame_type_cannot_forge_a_log_line(controller: Controlle
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-        for endpoint in ("/agent", "/api"):
-            async with connect(controller.url + endpoint, ssl=context) as ws:
+        # from two addresses: repeated refusals from one address are aggregated, and
+        # each address's first is recorded (and logged) in full
+        for endpoint, source in (("/agent", "127.0.0.2"), ("/api", "127.0.0.3")):
+            async with connect(
+                controller.url + endpoint, ssl=context, local_addr=(source, 0)
+            ) as ws:
                 await ws.send(frame)
                 await asyncio.wait_for(ws.wait_closed(), scaled(10))
 
