@@ -271,7 +271,8 @@ def test_a_fix_that_ends_without_a_result_is_on_the_ticket_with_its_output(
         await again.reply(proposal.id, result)
 
     asyncio.run(scenario())
-    audited = controller.json("audit", "log", "--type", "fix.interrupted")
+    # the module's controller is shared: this test's ticket only
+    audited = controller.json("audit", "log", "--type", "fix.interrupted", "--ticket", setup.ticket)
     assert len(audited) == 1
     assert audited[0]["details"]["output_chunks"] == 3
     fixes = [
@@ -281,7 +282,8 @@ def test_a_fix_that_ends_without_a_result_is_on_the_ticket_with_its_output(
     ]
     assert len(fixes) == 1
     assert fixes[0]["data"]["status"] == "succeeded"
-    assert len(controller.json("audit", "log", "--type", "fix.finished")) == 1
+    finished = controller.json("audit", "log", "--type", "fix.finished", "--ticket", setup.ticket)
+    assert len(finished) == 1
 
 
 def test_a_call_that_outlives_its_failed_connection_leaves_no_trace(
