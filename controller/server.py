@@ -422,7 +422,7 @@ class Controller:
         """A join or resume whose signature did not verify: replayed, relayed or forged."""
         try:
             agent_id: str | None = signing.agent_id(event.public_key)
-        except ValueError:
+        except (ValueError, ProtocolError):  # a key that is not even base64 names no agent
             agent_id = None
         await self.hostile.record(
             "agent.auth_failed",

@@ -9,6 +9,7 @@ so per-address limits are exercised without leaving the machine.
 from __future__ import annotations
 
 import asyncio
+import json
 import resource
 import signal
 import socket
@@ -383,6 +384,23 @@ def test_a_join_signed_for_another_certificate_is_audited(controller: Controller
     [row] = controller.json("audit", "log", "--type", "agent.auth_failed")
     assert row["details"] == {"message": "join", "reason": "agent signature does not verify"}
     assert row["agent"] == signing.agent_id(signing.public_key_text(key))
+
+
+def test_a_join_with_a_key_that_is_not_base64_is_refused_not_crashed(
+    controller: Controller,
+) -> None:
+    """Found by bench/fuzz.py: naming the agent of a failed join raised on a key that is
+    not even base64, and the handler ended the connection with 1011."""
+    key = Ed25519PrivateKey.generate()
+    _, made = asyncio.run(_raw_agent(controller, "ab" * 32, key, code="ABCDE-FGHJK"))
+    frame = json.loads(made)
+    frame["public_key"] = "\u00e9" * 44
+    outcome, _ = asyncio.run(
+        _raw_agent(controller, "ab" * 32, key, code="ABCDE-FGHJK", replay=json.dumps(frame))
+    )
+    assert outcome == "auth_failed"
+    assert "Traceback" not in controller.log()
+    assert "connection handler failed" not in controller.log()
 
 
 def test_a_second_serve_on_the_same_home_is_refused(controller: Controller) -> None:
