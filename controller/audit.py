@@ -23,15 +23,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from controller import auditchain, logs
 from controller.store import AuditEvent, NewAuditEvent, Store
 from controller.tls import write_secret
-from protocol.errors import ProtocolError
-from protocol.signing import b64d, b64e
+from protocol.signing import b64e
 
 log = logging.getLogger("helpline.audit")
 
@@ -144,13 +142,8 @@ def read_head_file(path: Path, public_key: Ed25519PublicKey | None = None) -> He
         return None
     except (ValueError, KeyError, TypeError) as exc:
         raise AuditTampered(f"the head file {path} is unreadable: {exc}") from None
-    if public_key is not None:
-        try:
-            public_key.verify(b64d(checkpoint.signature), checkpoint.payload())
-        except (InvalidSignature, ProtocolError):
-            raise AuditTampered(
-                f"the head file {path} is not signed by this controller's audit key"
-            ) from None
+    if public_key is not None and not checkpoint.verified_by(public_key):
+        raise AuditTampered(f"the head file {path} is not signed by this controller's audit key")
     return HeadFile(checkpoint, bool(data.get("final", False)))
 
 
@@ -276,11 +269,7 @@ class AuditLog:
         seq, head = await self.store.audit_head()
         self._head = (seq, head)
         try:
-            known = (
-                read_head_file(self.head_file, self.key.public_key())
-                if self.head_file is not None
-                else None
-            )
+            known = self._read_head()
         except AuditTampered as exc:
             self._halt(str(exc))
             return
@@ -320,29 +309,33 @@ class AuditLog:
             # running again: events after this head are ours until the next final one
             write_head_file(self.head_file, known.checkpoint, final=False)
 
+    def _read_head(self) -> HeadFile | None:
+        """The head file, its signature checked (AuditTampered if it does not verify)."""
+        if self.head_file is None:
+            return None
+        return read_head_file(self.head_file, self.key.public_key())
+
     async def _last_valid_checkpoint(self) -> auditchain.Checkpoint | None:
         public = self.key.public_key()
-        for checkpoint in reversed(await self.store.audit_checkpoints()):
-            try:
-                public.verify(b64d(checkpoint.signature), checkpoint.payload())
-            except (InvalidSignature, ProtocolError):
-                continue
-            return checkpoint
-        return None
+        checkpoints = reversed(await self.store.audit_checkpoints())
+        return next((c for c in checkpoints if c.verified_by(public)), None)
 
     async def _check_extends(self, anchor: auditchain.Checkpoint | None, seq: int) -> str | None:
         """Walk the stored links from ``anchor`` to ``seq``; the first problem, or None."""
         if anchor is not None and seq < anchor.seq:
             return auditchain.extends(anchor, [], seq)
-        after = anchor.seq - 1 if anchor is not None else 0
-        links: list[auditchain.Link] = []
-        while after < seq:
+        # page by page, each page checked from the last link of the one before (an
+        # unsigned stand-in anchor): memory stays bounded however long the stretch
+        while True:  # at least once: the anchor's own event must still carry its hash
+            after = anchor.seq - 1 if anchor is not None else 0
             page = await self.store.audit_links(after, min(seq - after, 20_000))
-            if not page:
-                break
-            links.extend(page)
-            after = page[-1].seq
-        return auditchain.extends(anchor, links, seq)
+            until = page[-1].seq if page else seq
+            problem = auditchain.extends(anchor, page, min(until, seq))
+            if problem is not None or not page:
+                return problem
+            anchor = auditchain.Checkpoint(page[-1].seq, page[-1].hash, "", "")
+            if anchor.seq >= seq:
+                return None
 
     def _halt(self, problem: str) -> None:
         if self.halted is None:
@@ -538,7 +531,9 @@ class AuditLog:
             written = await self.store.append_audit([event])
             self._head = (written[-1].id, written[-1].hash)
             self.halted, self._halted_at = None, None
-            self._signed = None  # the chain is the base now; signed below
+            # the walk above checked the whole chain up to ``head``: it is the anchor the
+            # checkpoint below extends, so that checkpoint does not walk it all again
+            self._signed = auditchain.Checkpoint(seq, head, "", "")
             self._since_checkpoint = 0
         checkpoint = await self.checkpoint()
         log.warning("audit chain accepted by %s at event %d: %s", actor, seq, reason)
@@ -586,11 +581,7 @@ class AuditLog:
             checkpoints = await self.store.audit_checkpoints()
             superseded = await self.superseded()
             try:
-                head_file = (
-                    read_head_file(self.head_file, self.key.public_key())
-                    if self.head_file is not None
-                    else None
-                )
+                head_file = self._read_head()
             except AuditTampered as exc:
                 report = auditchain.Report()
                 report.fail(None, str(exc))

@@ -97,6 +97,14 @@ class Checkpoint:
     def as_json(self) -> dict[str, Any]:
         return {"seq": self.seq, "head": self.head, "at": self.at, "signature": self.signature}
 
+    def verified_by(self, public_key: Ed25519PublicKey) -> bool:
+        """Whether ``public_key`` made this checkpoint's signature."""
+        try:
+            public_key.verify(b64d(self.signature), self.payload())
+        except (InvalidSignature, ProtocolError):
+            return False
+        return True
+
 
 def checkpoint_payload(seq: int, head: str, at: str) -> bytes:
     return canonical(
@@ -186,9 +194,7 @@ class Verifier:
                 # acceptance is itself an event in the chain, covered by later signatures
                 self.report.notes.append(f"checkpoint at seq {checkpoint.seq} {why}")
                 continue
-            try:
-                public_key.verify(b64d(checkpoint.signature), checkpoint.payload())
-            except (InvalidSignature, ProtocolError):
+            if not checkpoint.verified_by(public_key):
                 self.report.fail(
                     checkpoint.seq, f"checkpoint at seq {checkpoint.seq} has a bad signature"
                 )
