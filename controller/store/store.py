@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from controller import auditchain
+from controller.store.atomic import atomic_methods
 from controller.store.schema import (
     AgentRow,
     AttachmentRow,
@@ -215,6 +216,7 @@ def _json_text(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+@atomic_methods
 class Store(TicketStore):
     """The controller's database: users, tickets, codes, agents, sessions, results, audit.
 

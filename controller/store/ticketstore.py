@@ -26,6 +26,7 @@ from sqlalchemy import and_, exists, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from controller.store.atomic import atomic_methods
 from controller.store.schema import (
     ArticleLinkRow,
     ArticleRow,
@@ -204,6 +205,7 @@ class Delivery:
 Decide = Callable[[Ticket], Sequence[Change]]
 
 
+@atomic_methods
 class TicketStore:
     """Ticket, knowledge-base and webhook queries (mixed into ``Store``)."""
 

@@ -12,7 +12,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, event, text
 from sqlalchemy.exc import StatementError
 
 from controller.store import (
@@ -414,3 +414,34 @@ async def test_naive_datetimes_are_refused(store: Store) -> None:
     with pytest.raises(StatementError, match="naive datetime"):
         await store.open_ticket("x", "y", "P1", "alice", datetime(2026, 5, 9, 12, 0))
     assert await store.list_tickets() == []
+
+
+# cancellation
+
+
+async def test_a_cancelled_caller_does_not_cut_a_transaction_in_half(store: Store) -> None:
+    # A technician's connection ending cancels its calls. Cut inside a transaction, the
+    # driver's connection used to be terminated ("Exception during reset"; on SQLite the
+    # write lock held until the close ran). The store finishes the call, then cancels.
+    dropped: list[str] = []
+    pool = store._engine.sync_engine.pool
+    for name in ("invalidate", "close", "close_detached"):
+        event.listen(pool, name, lambda *_args, name=name: dropped.append(name))
+    started: list[str] = []
+    for step in range(40):
+        name = f"user{step}"
+
+        async def enrol(name: str = name) -> None:
+            started.append(name)
+            await store.add_user(name, "technician", "L1", KEY, f"SHA256:{name}", T0)
+
+        task = asyncio.create_task(enrol())
+        for _ in range(step):  # cancel at every await point in turn
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert dropped == []
+    enrolled = {user.name for user in await store.list_users()}
+    assert enrolled == set(started)
+    assert len(started) >= 39  # every task but the one cancelled before it ran
