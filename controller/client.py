@@ -10,9 +10,10 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import tomli_w
+from pydantic import ValidationError
 
 from agent.tls import pinned_client_context, pinned_connection
 from protocol import codec, signing
@@ -23,9 +24,12 @@ from protocol.api import (
     ProgressReceived,
     ReplyReceived,
 )
-from protocol.errors import ProtocolError
+from protocol.calls import Call, explain
+from protocol.errors import ErrorCode, ProtocolError
 from protocol.machine import Refused
 from protocol.messages import AuthOk
+
+R = TypeVar("R")
 
 
 class ClientError(Exception):
@@ -212,6 +216,23 @@ class Connection:
             if isinstance(event, Refused):
                 raise ClientError(event.code, event.message)
         return events
+
+    async def request(
+        self,
+        call: Call[R],
+        on_progress: Callable[[str], None] | None = None,
+        on_output: Callable[[str, str], None] | None = None,
+    ) -> R:
+        """Make ``call`` and return its result as the call's result type."""
+        data = await self.call(call.method, call.params(), on_progress, on_output)
+        try:
+            return call.load_result(data)
+        except ValidationError as exc:
+            # a controller of another version, or a bug: say which field, not a traceback
+            raise ClientError(
+                ErrorCode.PROTOCOL,
+                f"the controller's answer to {call.method} is not valid: {explain(exc)}",
+            ) from None
 
     async def call(
         self,

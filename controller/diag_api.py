@@ -186,9 +186,9 @@ def collector_list() -> list[dict[str, Any]]:
 
 async def ticket_show(api: Api, caller: Caller, params: dict[str, Any], progress: Progress) -> Any:
     """``ticket.show``, with the findings of every diagnostics snapshot on the ticket."""
-    from controller.api import Api
+    from controller.tickets_api import show_ticket
 
-    data: dict[str, Any] = await Api.ticket_show(api, caller, params, progress)
+    data: dict[str, Any] = await show_ticket(api, caller, params)
     for attachment in data.get("attachments", []):
         if attachment.get("kind") == "diagnostics" and attachment.get("ok"):
             attachment.update(with_findings(attachment.get("data"), True))

@@ -223,13 +223,13 @@ class Controller:
         self.api_connections: set[ServerConnection] = set()
         #: connections of ended sessions, closed when their rating window is over
         self._closing: set[asyncio.Task[None]] = set()
-        from controller.api import Api
-
-        self.api = Api(self)
         from controller.tickets.desk import TicketDesk
 
         #: tickets under SLA: lifecycle, SLA monitor, webhook delivery (controller/tickets)
         self.desk = TicketDesk.for_controller(self)
+        from controller.api import Api
+
+        self.api = Api(self)
 
     # -- routing --------------------------------------------------------------------
 

@@ -66,7 +66,7 @@ def _who(caller: Caller) -> Who:
 
 
 def _text(params: dict[str, Any], key: str, *, limit: int = 500) -> str:
-    from controller.api import _text as required_text
+    from controller.api import required_text
 
     return required_text(params, key, limit=limit)
 

@@ -17,6 +17,8 @@ message) and a human ``reason``.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 
 class ProtocolError(Exception):
     """Base of every protocol-layer failure."""
@@ -62,3 +64,35 @@ class AuthError(ProtocolError):
     """A signature, key or session code failed to verify."""
 
     code = "auth_failed"
+
+
+class ErrorCode(StrEnum):
+    """Every refusal code a reply can carry, and the client's own failures.
+
+    Members are strings, so a code read off the wire compares equal to its member. The CLI
+    maps each to an exit status (``controller/cli/output.py``).
+    """
+
+    #: a parameter is missing, of the wrong kind or out of range; the message names it
+    BAD_REQUEST = "bad_request"
+    NOT_FOUND = "not_found"
+    #: the caller's role may not make this call
+    FORBIDDEN = "forbidden"
+    #: the thing exists already, or its state does not allow the change
+    CONFLICT = "conflict"
+    #: too many calls in flight, or a heavy call already running
+    BUSY = "busy"
+    #: the controller failed; the message carries an error id for its log
+    INTERNAL = "internal"
+    #: the audit chain does not verify, or signing stopped
+    TAMPERED = "tampered"
+    #: no agent is connected to the ticket
+    NO_AGENT = "no_agent"
+    #: the agent went away or did not answer in time
+    AGENT_OFFLINE = "agent_offline"
+    AUTH_FAILED = "auth_failed"
+    # the client's own, never sent by the controller
+    UNREACHABLE = "unreachable"
+    PIN_MISMATCH = "pin_mismatch"
+    PROTOCOL = "protocol"
+    NOT_CONFIGURED = "not_configured"

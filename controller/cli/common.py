@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from controller.cli.output import fail
 from controller.client import ClientError, Connection, load_client_settings
 
+if TYPE_CHECKING:
+    from protocol.calls import Call
+
 T = TypeVar("T")
+C = TypeVar("C", bound="Call[Any]")
 
 HomeOpt = Annotated[
     Path | None,
@@ -51,6 +55,19 @@ def run_client(home: Path | None, work: Callable[[Connection], Awaitable[T]]) ->
         fail(exc.code, exc.message)
     except PinMismatch as exc:
         fail("pin_mismatch", exc.explain(STORED_PIN_ADVICE))
+
+
+def make(call: type[C], **fields: Any) -> C:
+    """The call ``call`` with ``fields``, checked here: a bad value is a usage error (exit 2)
+    before anything is sent."""
+    from pydantic import ValidationError
+
+    from protocol.calls import explain
+
+    try:
+        return call.model_validate(fields)
+    except ValidationError as exc:
+        fail("bad_request", explain(exc))
 
 
 def parse_duration(text: str) -> int:

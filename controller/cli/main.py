@@ -19,6 +19,7 @@ from controller.cli.common import (
     HomeOpt,
     JsonOpt,
     TicketArg,
+    make,
     parse_duration,
     run_client,
 )
@@ -36,6 +37,8 @@ from controller.cli.tickets import (
     webhook_app,
 )
 from controller.client import ClientError, ClientSettings, Connection
+from protocol.calls.sessions import AgentPing, CodeIssue, SessionEnd, SessionsList
+from protocol.calls.users import UserAdd, UserInfo, UserList, UserRemove, UserSetRole, Whoami
 
 T = TypeVar("T")
 
@@ -196,9 +199,9 @@ def login(
     except ValueError as exc:
         fail("bad_request", str(exc))
 
-    async def check() -> Any:
+    async def check() -> UserInfo:
         async with Connection(settings) as connection:
-            return await connection.call("whoami")
+            return await connection.request(Whoami())
 
     from agent.tls import PinMismatch
 
@@ -211,7 +214,7 @@ def login(
     path = default_client_config()
     save_client_settings(settings, path)
     emit(
-        {**me, "config": str(path)},
+        {**me.model_dump(mode="json"), "config": str(path)},
         as_json,
         lambda d: stdout.print(f"logged in as {d['name']} ({d['role']}); saved to {d['config']}"),
     )
@@ -239,15 +242,18 @@ def code(
     if for_ is not None and for_ not in KINDS:
         fail("bad_request", f"--for is one of {', '.join(KINDS)}, not {for_!r}")
     seconds = parse_duration(lifetime)
-    data = run_client(home, lambda c: c.call("code.issue", {"ticket": ticket, "seconds": seconds}))
+    issued = run_client(home, lambda c: c.request(make(CodeIssue, ticket=ticket, seconds=seconds)))
     # --for, else every kind built on the controller, else a pip-installed agent
-    chosen = [for_] if for_ else [k for k in data.get("agents", []) if k in KINDS] or ["pip"]
-    data["join"] = {kind: JOIN[kind].format(code=data["code"]) for kind in chosen}
+    chosen = [for_] if for_ else [k for k in issued.agents if k in KINDS] or ["pip"]
+    data = {
+        **CodeIssue.dump_result(issued),
+        "join": {kind: JOIN[kind].format(code=issued.code) for kind in chosen},
+    }
 
     def render(d: dict[str, Any]) -> None:
         stdout.print(
-            f"session code for {d['ticket']}: [bold]{d['code']}[/] "
-            f"(single use, expires {d['expires_at'][11:19]} UTC)"
+            f"session code for T-{issued.ticket}: [bold]{issued.code}[/] "
+            f"(single use, expires {issued.expires_at:%H:%M:%S} UTC)"
         )
         label = {"pyz": "the single file", "deb": "the .deb", "pip": "installed with pip"}
         for kind, command in d["join"].items():
@@ -264,7 +270,7 @@ def sessions(
 ) -> None:
     """List live sessions (and whether their agent is connected now)."""
     emit(
-        run_client(home, lambda c: c.call("sessions.list", {"all": all_})), as_json, sessions_table
+        run_client(home, lambda c: c.request(make(SessionsList, all=all_))), as_json, sessions_table
     )
 
 
@@ -278,14 +284,11 @@ def end_session(
     as_json: JsonOpt = False,
 ) -> None:
     """End the ticket's open sessions; a customer at the agent may then rate it."""
-    params: dict[str, Any] = {"ticket": ticket}
-    if reason is not None:
-        params["reason"] = reason
     emit(
-        run_client(home, lambda c: c.call("session.end", params)),
+        run_client(home, lambda c: c.request(make(SessionEnd, ticket=ticket, reason=reason))),
         as_json,
         lambda d: stdout.print(
-            f"ended {len(d['ended'])} session(s) on {d['ticket']}: {escape(d['reason'])}",
+            f"ended {len(d.ended)} session(s) on T-{d.ticket}: {escape(d.reason)}",
             highlight=False,
         ),
     )
@@ -306,19 +309,21 @@ def ping(
     """Round-trip a trivial request to the ticket's agent; print how long it took."""
     from statistics import median
 
+    ping_call = make(AgentPing, ticket=ticket)
+
     async def work(connection: Connection) -> dict[str, Any]:
         trips: list[dict[str, Any]] = []
         for n in range(count):
             if n:
                 await asyncio.sleep(interval)
             started = time.monotonic()
-            answer = await connection.call("agent.ping", {"ticket": ticket})
+            answer = await connection.request(ping_call)
             rtt = round((time.monotonic() - started) * 1000, 3)
-            trips.append({"rtt_ms": rtt, "agent_ms": answer.get("agent_ms"), "ok": answer["ok"]})
+            trips.append({"rtt_ms": rtt, "agent_ms": answer.agent_ms, "ok": answer.ok})
             if not as_json:
                 stdout.print(
                     f"pong from {ticket}: {rtt:.1f} ms (controller to agent "
-                    f"{answer.get('agent_ms') or 0:.1f} ms)",
+                    f"{answer.agent_ms:.1f} ms)",
                     highlight=False,
                 )
         rtts = [t["rtt_ms"] for t in trips]
@@ -360,13 +365,12 @@ def user_add(
         public_key = key.read_text()
     except OSError as exc:
         fail("bad_request", f"cannot read {key}: {exc}")
-    params = {"name": name, "role": role, "level": level, "public_key": public_key}
+    call = make(UserAdd, name=name, role=role, level=level, public_key=public_key)
     emit(
-        run_client(home, lambda c: c.call("user.add", params)),
+        run_client(home, lambda c: c.request(call)),
         as_json,
         lambda d: stdout.print(
-            f"enrolled {d['name']} as {d['role']}"
-            f"{' ' + d['level'] if d['level'] else ''} ({d['fingerprint']})"
+            f"enrolled {d.name} as {d.role}{' ' + d.level if d.level else ''} ({d.fingerprint})"
         ),
     )
 
@@ -379,10 +383,10 @@ def user_remove(
 ) -> None:
     """Remove a user; their open connections are closed at once."""
     emit(
-        run_client(home, lambda c: c.call("user.remove", {"name": name})),
+        run_client(home, lambda c: c.request(make(UserRemove, name=name))),
         as_json,
         lambda d: stdout.print(
-            f"removed {d['name']}; closed {d['connections_closed']} open connection(s)"
+            f"removed {d.name}; closed {d.connections_closed} open connection(s)"
         ),
     )
 
@@ -396,13 +400,11 @@ def user_set_role(
     as_json: JsonOpt = False,
 ) -> None:
     """Change a user's role (and support level); they must log in again."""
-    params = {"name": name, "role": role, "level": level}
+    call = make(UserSetRole, name=name, role=role, level=level)
     emit(
-        run_client(home, lambda c: c.call("user.set_role", params)),
+        run_client(home, lambda c: c.request(call)),
         as_json,
-        lambda d: stdout.print(
-            f"{d['name']} is now {d['role']}{' ' + d['level'] if d['level'] else ''}"
-        ),
+        lambda d: stdout.print(f"{d.name} is now {d.role}{' ' + d.level if d.level else ''}"),
     )
 
 
@@ -410,19 +412,15 @@ def user_set_role(
 def user_list(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """List enrolled users."""
 
-    def render(users: list[dict[str, Any]]) -> None:
+    def render(users: list[UserInfo]) -> None:
         table = Table("name", "role", "level", "key", "enrolled")
         for u in users:
             table.add_row(
-                u["name"],
-                u["role"],
-                u["level"] or "",
-                u["fingerprint"],
-                u["created_at"][:19].replace("T", " "),
+                u.name, u.role, u.level or "", u.fingerprint, f"{u.created_at:%Y-%m-%d %H:%M:%S}"
             )
         stdout.print(table)
 
-    emit(run_client(home, lambda c: c.call("user.list")), as_json, render)
+    emit(run_client(home, lambda c: c.request(make(UserList))), as_json, render)
 
 
 @app.command()

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NoReturn
 
+from pydantic_core import to_jsonable_python
 from rich.console import Console, ConsoleOptions, RenderableType
 from rich.markup import escape
 from rich.segment import Segment
@@ -88,7 +89,10 @@ EXIT_CODES: dict[str, int] = {
 def emit(data: Any, as_json: bool, render: Callable[[Any], None]) -> None:
     """Print ``data`` as JSON (scripts) or through ``render`` (people)."""
     if as_json:
-        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+        # models (and lists of them) as they went on the wire: the same JSON a script saw
+        # before the calls had models
+        plain = to_jsonable_python(data, by_alias=True)
+        sys.stdout.write(json.dumps(plain, indent=2, default=str) + "\n")
         sys.stdout.flush()
     else:
         render(data)

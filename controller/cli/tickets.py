@@ -19,6 +19,7 @@ from rich.table import Table
 
 from controller.cli.common import HomeOpt, JsonOpt, TicketArg, run_client
 from controller.cli.output import Column, emit, fail, print_table, shown, stderr, stdout
+from protocol.calls.sessions import SessionInfo
 
 ticket_app = typer.Typer(
     help="Tickets: open, list, show, assign, note, wait, resume, escalate, resolve, close, reopen.",
@@ -100,7 +101,7 @@ def ticket_table(tickets: list[dict[str, Any]]) -> None:
     stdout.print(table)
 
 
-def sessions_table(sessions: list[dict[str, Any]]) -> None:
+def sessions_table(sessions: list[SessionInfo]) -> None:
     """Sessions as one table (``helpline sessions`` and ``helpline ticket show``)."""
     columns = (
         Column("session"),
@@ -113,13 +114,13 @@ def sessions_table(sessions: list[dict[str, Any]]) -> None:
     )
     rows = [
         (
-            shown(s["id"]),
-            shown(s["ticket"]),
-            shown(s["agent"] or ""),
-            shown(s["technician"] or ""),
-            shown(s["state"]),
-            "[green]yes[/]" if s["connected"] else "no",
-            s["expires_at"][:19].replace("T", " "),
+            shown(s.id),
+            f"T-{s.ticket}",
+            shown(s.agent or ""),
+            shown(s.technician or ""),
+            shown(s.state),
+            "[green]yes[/]" if s.connected else "no",
+            f"{s.expires_at:%Y-%m-%d %H:%M:%S}",
         )
         for s in sessions
     ]
@@ -239,7 +240,7 @@ def _render_ticket(d: dict[str, Any]) -> None:
         comment = f": {shown(r['comment'])}" if r.get("comment") else ""
         stdout.print(f"  rating {stars} {r['score']}/5{comment}")
     if d.get("sessions"):
-        sessions_table(d["sessions"])
+        sessions_table([SessionInfo.model_validate(x) for x in d["sessions"]])
     stdout.print(f"[bold]attachments[/] ({len(d['attachments'])})")
     for a in d["attachments"]:
         status = "[green]ok[/]" if a["ok"] else "[red]failed[/]"

@@ -438,8 +438,10 @@ async def test_a_cancelled_caller_does_not_cut_a_transaction_in_half(store: Stor
         task = asyncio.create_task(enrol())
         for _ in range(step):  # cancel at every await point in turn
             await asyncio.sleep(0)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
+        if task.cancel():
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        else:  # it finished first: a fast machine
             await task
     assert dropped == []
     enrolled = {user.name for user in await store.list_users()}

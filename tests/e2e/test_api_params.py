@@ -1,7 +1,8 @@
 """Every API method, every parameter it reads, every wrong kind of value: a clear refusal.
 
 The table is built from the methods themselves: for each entry of ``METHODS`` the names of
-the parameters its handler reads are taken from its source, and each is given wrong types,
+the parameters are its call model's fields (or, for a handler not yet on a model, the names
+its source reads), and each is given wrong types,
 huge numbers, huge and odd strings, in turn, beside a valid ticket. The answer must be a
 result or a refusal with a domain code, never ``internal``, and no error text may carry
 SQL or a Python exception name.
@@ -94,8 +95,11 @@ LEAKS = re.compile(r"SELECT|INSERT|UPDATE |sqlite|asyncpg|Traceback|Error:|KeyEr
 
 
 def _params_of(method: str) -> list[str]:
-    handler = METHODS[method][0]
-    source = inspect.getsource(inspect.unwrap(handler))
+    route = METHODS[method]
+    if route.call is not None:  # its model lists them
+        fields = route.call.model_fields.items()
+        return sorted({field.alias or name for name, field in fields} | {"ticket"})
+    source = inspect.getsource(inspect.unwrap(route.handler))
     names = set(re.findall(r'"([a-z_]+)"', source)) & KNOWN
     return sorted(names | {"ticket"})
 

@@ -1,7 +1,8 @@
-"""The ``/api`` endpoint: SSH-key authentication, role checks, and the call table.
+"""The ``/api`` endpoint: SSH-key authentication, call limits, dispatch through the registry.
 
-Every call is looked up in ``METHODS``, which names the roles allowed to make it; a call
-outside the caller's role is refused with ``forbidden`` and audited.
+Every call is looked up in :data:`controller.api.registry.ROUTES`, which names the roles
+allowed to make it; a call outside the caller's role is refused with ``forbidden`` and
+audited. Calls overlap on a connection within the bounds of ``controller/guard.py``.
 """
 
 from __future__ import annotations
@@ -11,143 +12,43 @@ import contextlib
 import functools
 import logging
 import os
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+from pydantic import ValidationError
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
-from controller import codes, logs
-from controller.store import Attachment, Session, Ticket, User
+from controller import logs
+from controller.api.params import (
+    optional_text,
+    parse_since,
+    parse_ticket_id,
+    required_text,
+    whole_number,
+)
+from controller.api.registry import (
+    ROUTES,
+    ApiError,
+    Caller,
+    Context,
+    LegacyHandler,
+    Progress,
+    Route,
+    Services,
+    utcnow,
+)
+from controller.store import Ticket
 from protocol import codec, signing
 from protocol.api import ApiServer, AuthRequested, CallReceived
-from protocol.errors import AuthError, ProtocolError
-from protocol.messages import Ping
+from protocol.calls import explain
+from protocol.errors import AuthError, ErrorCode, ProtocolError
 
 if TYPE_CHECKING:
     from controller.server import Controller
 
 log = logging.getLogger("helpline.api")
-
-ROLES = ("admin", "technician", "auditor")
-#: calls that walk whole tables: one at a time controller-wide, one per user at all
-HEAVY = frozenset({"audit.verify", "audit.export", "audit.list", "report.kpi"})
-LEVELS = ("L1", "L2", "L3")
-PRIORITIES = ("P1", "P2", "P3", "P4")
-
-
-class ApiError(Exception):
-    """A refused or failed call; ``code`` maps to the CLI's exit status."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-@dataclass(frozen=True)
-class Caller:
-    user: User
-    source: str
-
-
-Handler = Callable[
-    ["Api", Caller, dict[str, Any], Callable[[str], Awaitable[None]]], Awaitable[Any]
-]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-#: the largest id or count the store holds (a 64-bit signed integer)
-ID_MAX = 2**63 - 1
-
-
-def parse_id(value: object, name: str, prefix: str, what: str) -> int:
-    """``PREFIX-<n>``, ``<n>`` or an int, as a positive id the store can hold."""
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ApiError("bad_request", f"{name}: not {what} id (expected {prefix}-<number>)")
-    text = str(value).strip().upper().removeprefix(f"{prefix}-")
-    if not (text.isascii() and text.isdigit()) or len(text) > 19 or not 0 < int(text) <= ID_MAX:
-        shown = repr(value) if len(str(value)) <= 40 else repr(str(value)[:40]) + "…"
-        raise ApiError(
-            "bad_request", f"{name}: not {what} id: {shown} (expected {prefix}-<number>)"
-        )
-    return int(text)
-
-
-def parse_ticket_id(value: object, name: str = "ticket") -> int:
-    return parse_id(value, name, "T", "a ticket")
-
-
-def _text(params: dict[str, Any], key: str, *, limit: int = 500) -> str:
-    value = params.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise ApiError("bad_request", f"{key} is required, as text")
-    if len(value) > limit:
-        raise ApiError("bad_request", f"{key} is longer than {limit} characters")
-    if "\x00" in value:
-        raise ApiError("bad_request", f"{key} contains a NUL character")
-    return value.strip()
-
-
-def optional_text(params: dict[str, Any], key: str, *, limit: int = 500) -> str | None:
-    """A parameter that may be absent (or null or empty); if given, text within ``limit``."""
-    if params.get(key) in (None, ""):
-        return None
-    return _text(params, key, limit=limit)
-
-
-def whole_number(params: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
-    """An integer parameter within ``low``…``high`` (booleans are not numbers)."""
-    value = params.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ApiError("bad_request", f"{key} must be a whole number from {low} to {high}")
-    return value
-
-
-def session_json(session: Session, connected: bool) -> dict[str, Any]:
-    return {
-        "id": session.id,
-        "ticket": f"T-{session.ticket_id}",
-        "agent": session.agent_id,
-        "technician": session.technician,
-        "scopes": list(session.scopes),
-        "state": session.state,
-        "connected": connected,
-        "created_at": session.created_at.isoformat(),
-        "expires_at": session.expires_at.isoformat(),
-        "ended_at": session.ended_at.isoformat() if session.ended_at else None,
-        "end_reason": session.end_reason,
-    }
-
-
-def attachment_json(attachment: Attachment) -> dict[str, Any]:
-    return {
-        "id": attachment.id,
-        "kind": attachment.kind,
-        "ok": attachment.ok,
-        "session": attachment.session_id,
-        "request": attachment.request_id,
-        "created_at": attachment.created_at.isoformat(),
-        "produced_at": attachment.produced_at.isoformat() if attachment.produced_at else None,
-        "data": attachment.data,
-    }
-
-
-def user_json(user: User) -> dict[str, Any]:
-    return {
-        "name": user.name,
-        "role": user.role,
-        "level": user.level,
-        "fingerprint": user.fingerprint,
-        "created_at": user.created_at.isoformat(),
-    }
 
 
 class Api:
@@ -164,6 +65,17 @@ class Api:
         #: users with a heavy call running or waiting for :attr:`heavy`
         self.heavy_users: set[str] = set()
         self.heavy = asyncio.Lock()
+        self.services = Services(
+            store=controller.store,
+            audit=controller.audit,
+            audit_log=controller.audit_log,
+            links=controller,
+            desk=controller.desk,
+            home=controller.home.path,
+            name=controller.name,
+            pepper=controller.pepper,
+            revoke=self.revoke,
+        )
 
     async def revoke(self, name: str, reason: str) -> int:
         """Close every open API connection of ``name``; returns how many."""
@@ -319,11 +231,10 @@ class Api:
                 await flush()
 
         try:
-            entry = METHODS.get(method)
-            if entry is None:
-                raise ApiError("bad_request", f"no such API method: {method}")
-            handler, roles = entry
-            if caller.user.role not in roles:
+            route = ROUTES.get(method)
+            if route is None:
+                raise ApiError(ErrorCode.BAD_REQUEST, f"no such API method: {method}")
+            if caller.user.role not in route.roles:
                 await self.controller.audit(
                     "api.forbidden",
                     actor=caller.user.name,
@@ -332,14 +243,10 @@ class Api:
                     details={"method": method},
                 )
                 raise ApiError(
-                    "forbidden", f"{method} is not allowed for the {caller.user.role} role"
+                    ErrorCode.FORBIDDEN, f"{method} is not allowed for the {caller.user.role} role"
                 )
-            if method in HEAVY:
-                result = await self._heavy(
-                    caller, method, lambda: handler(self, caller, params, progress)
-                )
-            else:
-                result = await handler(self, caller, params, progress)
+            run = self._runner(route, caller, params, progress)
+            result = await (self._heavy(caller, method, run) if route.heavy else run())
             reply: tuple[str, str] | None = None
             outcome = "ok"
         except ApiError as exc:
@@ -383,13 +290,32 @@ class Api:
         with contextlib.suppress(ConnectionClosed):
             await flush()
 
+    def _runner(
+        self, route: Route[Any], caller: Caller, params: dict[str, Any], progress: Progress
+    ) -> Callable[[], Awaitable[Any]]:
+        """The call as a coroutine function: params validated, result dumped for the wire."""
+        call_type = route.call
+        if call_type is None:  # a handler that still reads the params dict itself
+            legacy = cast(LegacyHandler, route.handler)
+            return lambda: legacy(self, caller, params, progress)
+        try:
+            call = call_type.model_validate(params)
+        except ValidationError as exc:
+            raise ApiError(ErrorCode.BAD_REQUEST, explain(exc)) from None
+        ctx = Context(caller, self.services, progress)
+
+        async def run() -> Any:
+            return call_type.dump_result(await route.handler(ctx, call))
+
+        return run
+
     async def _heavy(self, caller: Caller, method: str, run: Callable[[], Awaitable[Any]]) -> Any:
         """Run a call that walks whole tables: one per user, one at a time overall."""
         name = caller.user.name
         if name in self.heavy_users:
             raise ApiError(
                 "busy",
-                f"{method} refused: {name} already has one of {', '.join(sorted(HEAVY))} "
+                f"{method} refused: {name} already has one of {', '.join(heavy_methods())} "
                 "running or waiting; try again when it has finished",
             )
         self.heavy_users.add(name)
@@ -408,139 +334,7 @@ class Api:
             raise ApiError("not_found", f"there is no ticket T-{ticket_id}")
         return ticket
 
-    # -- methods --------------------------------------------------------------------
-
-    async def whoami(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
-        return user_json(caller.user)
-
-    async def ticket_show(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
-        # the ticket methods live in controller/tickets_api.py; this one stays here
-        # because controller/diag_api.py builds its ticket.show (with findings) on it
-        from controller.tickets_api import show_ticket
-
-        return await show_ticket(self, caller, params)
-
-    async def code_issue(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
-        ticket = await self._ticket(params)
-        if ticket.state == "closed":
-            # a session would put work on a ticket whose record (and KPIs) are final
-            raise ApiError(
-                "conflict",
-                f"T-{ticket.id} is closed and closed tickets are final: open a new ticket "
-                f"with `--link follows:T-{ticket.id}` and issue the code for that one",
-            )
-        seconds = params.get("seconds", 600)
-        if not isinstance(seconds, int) or not 1 <= seconds <= 86_400:
-            raise ApiError("bad_request", "a code lives from 1 second to 24 hours")
-        code = codes.new_code()
-        canonical = codes.normalise(code)
-        assert canonical is not None
-        now = utcnow()
-        expires_at = now + timedelta(seconds=seconds)
-        await self.store.add_code(
-            codes.code_hash(self.controller.pepper, canonical),
-            ticket.id,
-            caller.user.name,
-            now,
-            expires_at,
-        )
-        await self.controller.audit(
-            "code.issued",
-            actor=caller.user.name,
-            role=caller.user.role,
-            source=caller.source,
-            ticket_id=ticket.id,
-            details={"expires_at": expires_at.isoformat()},
-        )
-        from controller.artefacts import kinds
-
-        return {
-            "code": code,
-            "ticket": f"T-{ticket.id}",
-            "expires_at": expires_at.isoformat(),
-            # the agents built here, newest kind first: the CLI prints their join commands
-            "agents": kinds(self.controller.home.path),
-        }
-
-    async def sessions_list(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
-        sessions = await self.store.list_sessions(live_only=not params.get("all", False))
-        return [session_json(s, s.id in self.controller.links) for s in sessions]
-
-    async def session_end(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
-        """End every open session on a ticket: the work is done, or consent should stop.
-
-        A connected agent is told at once and its customer may rate the session; a
-        session whose agent is offline is ended in the store, so it can never resume.
-        """
-        ticket = await self._ticket(params)
-        reason = optional_text(params, "reason", limit=200) or f"ended by {caller.user.name}"
-        ended: list[dict[str, Any]] = []
-        for link in [x for x in self.controller.links.values() if x.ticket_id == ticket.id]:
-            await self.controller.finish_session(link, reason, by=caller.user.name)
-            ended.append({"session": link.session_id, "connected": True})
-        done = {entry["session"] for entry in ended}
-        for session in await self.store.list_sessions(live_only=True):
-            if session.ticket_id != ticket.id or session.id in done:
-                continue
-            await self.store.end_session(session.id, reason, utcnow())
-            await self.controller.audit(
-                "session.ended",
-                actor=caller.user.name,
-                role=caller.user.role,
-                source=caller.source,
-                session_id=session.id,
-                ticket_id=ticket.id,
-                agent_id=session.agent_id,
-                details={"reason": reason, "connected": False},
-            )
-            ended.append({"session": session.id, "connected": False})
-        if not ended:
-            raise ApiError("not_found", f"T-{ticket.id} has no open session")
-        return {"ticket": f"T-{ticket.id}", "reason": reason, "ended": ended}
-
-    async def agent_ping(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
-        # the hot path: no query unless there is no agent to ask
-        ticket_id = parse_ticket_id(params.get("ticket"))
-        link = self.controller.link_for_ticket(ticket_id)
-        if link is None:
-            await self._ticket(params)
-            raise ApiError("no_agent", f"no agent is connected to T-{ticket_id}")
-        started = time.monotonic()
-        result = await link.request(Ping(), 10.0)
-        # the controller-to-agent leg alone, so a slow ping says which half is slow
-        return {"ok": result.ok, "agent_ms": round((time.monotonic() - started) * 1000, 3)}
-
-    async def user_add(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
-        import asyncssh
-
-        name = _text(params, "name", limit=100)
-        role, level = _role_and_level(params)
-        try:
-            key = asyncssh.import_public_key(_text(params, "public_key", limit=16384))
-        except (asyncssh.KeyImportError, ValueError) as exc:
-            raise ApiError("bad_request", f"not an SSH public key: {exc}") from None
-        try:
-            user = await self.store.add_user(
-                name,
-                role,
-                level,
-                key.export_public_key().decode().strip(),
-                key.get_fingerprint("sha256"),
-                utcnow(),
-            )
-        except ValueError as exc:
-            raise ApiError("conflict", str(exc)) from None
-        await self.controller.audit(
-            "user.added",
-            actor=caller.user.name,
-            role=caller.user.role,
-            source=caller.source,
-            details={"user": name, "new_role": role, "level": level, "key": user.fingerprint},
-        )
-        return user_json(user)
-
-    async def user_list(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
-        return [user_json(user) for user in await self.store.list_users()]
+    # -- calls not yet on a call model (audit.*) ----------------------------------
 
     async def audit_list(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
         ticket = parse_ticket_id(params["ticket"]) if params.get("ticket") else None
@@ -599,7 +393,7 @@ class Api:
     async def audit_accept(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
         from controller.audit import AuditNothingToAccept, AuditTampered
 
-        reason = _text(params, "reason", limit=500)
+        reason = required_text(params, "reason", limit=500)
         try:
             accepted = await self.controller.audit_log.accept(
                 actor=caller.user.name, role=caller.user.role, source=caller.source, reason=reason
@@ -674,122 +468,24 @@ class Api:
         ]
         return page
 
-    async def user_remove(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
-        name = _text(params, "name", limit=100)
-        if name == caller.user.name:
-            raise ApiError("bad_request", "you cannot remove yourself; ask another admin")
-        removed = await self.store.remove_user(name, utcnow())
-        if removed is None:
-            raise ApiError("not_found", f"there is no user {name!r}")
-        closed = await self.revoke(name, "access revoked")
-        await self.controller.audit(
-            "user.removed",
-            actor=caller.user.name,
-            role=caller.user.role,
-            source=caller.source,
-            details={"user": name, "key": removed.fingerprint, "connections_closed": closed},
-        )
-        return {**user_json(removed), "connections_closed": closed}
-
-    async def user_set_role(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
-        name = _text(params, "name", limit=100)
-        role, level = _role_and_level(params)
-        before = next((u for u in await self.store.list_users() if u.name == name), None)
-        if before is None:
-            raise ApiError("not_found", f"there is no user {name!r}")
-        updated = await self.store.set_role(name, role, level)
-        assert updated is not None
-        closed = await self.revoke(name, "role changed: log in again")
-        await self.controller.audit(
-            "user.role_changed",
-            actor=caller.user.name,
-            role=caller.user.role,
-            source=caller.source,
-            details={
-                "user": name,
-                "from": [before.role, before.level],
-                "to": [role, level],
-                "connections_closed": closed,
-            },
-        )
-        return user_json(updated)
-
-
-def parse_since(text: str, name: str = "since") -> datetime:
-    """An age (``30m``, ``24h``, ``7d``, ``1d12h``: :mod:`controller.durations`) ago, or an
-    ISO-8601 time."""
-    from controller.durations import DurationError, parse_seconds
-
-    if not text.isdigit():  # 20260401 is a basic-format ISO date, not an age in seconds
-        try:
-            return utcnow() - timedelta(seconds=parse_seconds(text))
-        except (DurationError, OverflowError):
-            pass
-    try:
-        moment = datetime.fromisoformat(text)
-    except (ValueError, OverflowError):
-        shown = text if len(text) <= 40 else text[:40] + "…"
-        raise ApiError(
-            "bad_request",
-            f"{name}: not a time or age: {shown!r} (an ISO time, or an age: 30m, 24h, 7d, 1d12h)",
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _role_and_level(params: dict[str, Any]) -> tuple[str, str | None]:
-    role = str(params.get("role", "technician"))
-    level = params.get("level")
-    if role not in ROLES:
-        raise ApiError("bad_request", f"role must be one of {', '.join(ROLES)}")
-    if role == "technician":
-        level = str(level or "L1").upper()
-        if level not in LEVELS:
-            raise ApiError("bad_request", f"level must be one of {', '.join(LEVELS)}")
-        return role, level
-    if level:
-        raise ApiError("bad_request", "only technicians have a support level")
-    return role, None
-
 
 class _AuthRefused(ProtocolError):
     code = "auth_failed"
 
 
-_ALL = ("admin", "technician", "auditor")
-_WORK = ("admin", "technician")
-_ADMIN = ("admin",)
+def heavy_methods() -> list[str]:
+    return sorted(route.method for route in ROUTES.routes.values() if route.heavy)
+
+
+_HEAVY = frozenset({"audit.verify", "audit.export", "audit.list"})
 _AUDIT = ("admin", "auditor")
+_ADMIN = ("admin",)
 
-METHODS: dict[str, tuple[Handler, tuple[str, ...]]] = {
-    "whoami": (Api.whoami, _ALL),
-    "ticket.show": (Api.ticket_show, _ALL),
-    "code.issue": (Api.code_issue, _WORK),
-    "sessions.list": (Api.sessions_list, _ALL),
-    "agent.ping": (Api.agent_ping, _WORK),
-    "session.end": (Api.session_end, _WORK),
-    "user.add": (Api.user_add, _ADMIN),
-    "user.list": (Api.user_list, _AUDIT),
-    "audit.list": (Api.audit_list, _AUDIT),
-    "audit.verify": (Api.audit_verify, _AUDIT),
-    "audit.export": (Api.audit_export, _AUDIT),
-    "audit.pubkey": (Api.audit_pubkey, _AUDIT),
-    "audit.accept": (Api.audit_accept, _ADMIN),
-    "user.remove": (Api.user_remove, _ADMIN),
-    "user.set_role": (Api.user_set_role, _ADMIN),
-}
-
-
-# diag.run, diag.diff, diag.collectors and ticket.show with findings
-from controller.diag_api import METHODS as _DIAG  # noqa: E402 - needs the names above
-
-METHODS.update(_DIAG)
-
-# fixes.publish, fixes.list, fix.run
-from controller.fixes_api import METHODS as _FIXES  # noqa: E402 - needs the names above
-
-METHODS.update(_FIXES)
-
-# ticket.* (but ticket.show, above), sla.policy, report.kpi, kb.*, webhook.*
-from controller.tickets_api import TICKET_METHODS  # noqa: E402 - needs the names above
-
-METHODS.update(TICKET_METHODS)
+for _method, _handler, _roles in (
+    ("audit.list", Api.audit_list, _AUDIT),
+    ("audit.verify", Api.audit_verify, _AUDIT),
+    ("audit.export", Api.audit_export, _AUDIT),
+    ("audit.pubkey", Api.audit_pubkey, _AUDIT),
+    ("audit.accept", Api.audit_accept, _ADMIN),
+):
+    ROUTES.legacy(_method, _handler, _roles, heavy=_method in _HEAVY)
