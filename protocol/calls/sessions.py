@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from protocol.calls.base import Call, Model, Text, TicketId, Time
 from protocol.vocabulary import Scope
@@ -39,11 +39,17 @@ class IssuedCode(Model):
     agents: tuple[str, ...]
 
 
+def _code_lifetime(seconds: int) -> int:
+    if not 1 <= seconds <= 86_400:
+        raise ValueError(f"a code lives from 1 second to 24 hours, not {seconds} s")
+    return seconds
+
+
 class CodeIssue(Call[IssuedCode]):
     method = "code.issue"
     ticket: TicketId
     #: how long the code may be used: 1 s to 24 h
-    seconds: Annotated[int, Field(ge=1, le=86_400, strict=True)] = 600
+    seconds: Annotated[int, Field(strict=True), AfterValidator(_code_lifetime)] = 600
 
 
 class EndedSession(Model):
