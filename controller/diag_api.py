@@ -184,17 +184,6 @@ def collector_list() -> list[dict[str, Any]]:
     ]
 
 
-async def ticket_show(api: Api, caller: Caller, params: dict[str, Any], progress: Progress) -> Any:
-    """``ticket.show``, with the findings of every diagnostics snapshot on the ticket."""
-    from controller.tickets_api import show_ticket
-
-    data: dict[str, Any] = await show_ticket(api, caller, params)
-    for attachment in data.get("attachments", []):
-        if attachment.get("kind") == "diagnostics" and attachment.get("ok"):
-            attachment.update(with_findings(attachment.get("data"), True))
-    return data
-
-
 _ALL = ("admin", "technician", "auditor")
 _WORK = ("admin", "technician")
 
@@ -202,5 +191,4 @@ METHODS: dict[str, tuple[Handler, tuple[str, ...]]] = {
     "diag.run": (diag_run, _WORK),
     "diag.diff": (diag_diff, _ALL),
     "diag.collectors": (diag_collectors, _ALL),
-    "ticket.show": (ticket_show, _ALL),
 }

@@ -26,3 +26,20 @@ PRIORITIES: Final[tuple[Priority, ...]] = get_args(Priority)
 Scope = Literal["diagnostics:read", "fixes:propose"]
 SCOPES: Final[tuple[Scope, ...]] = get_args(Scope)
 DEFAULT_SCOPES: Final[tuple[Scope, ...]] = ("diagnostics:read", "fixes:propose")
+
+#: where a ticket is in its lifecycle (controller/tickets/lifecycle.py has the table)
+TicketState = Literal["new", "open", "waiting", "resolved", "closed"]
+TICKET_STATES: Final[tuple[TicketState, ...]] = get_args(TicketState)
+
+#: how the customer reached us
+Channel = Literal["phone", "e-mail", "chat", "remote", "on-site"]
+CHANNELS: Final[tuple[Channel, ...]] = get_args(Channel)
+
+#: what one ticket is to another, as written (the other end reads ``followed_by`` and so on)
+LinkKind = Literal["relates", "duplicates", "follows", "blocks"]
+LINK_KINDS: Final[tuple[LinkKind, ...]] = get_args(LinkKind)
+
+#: the state of one SLA clock, as the API writes it (``ticket list --sla`` also takes
+#: ``on-track`` and ``at-risk``, as people type them)
+SlaStatus = Literal["on_track", "at_risk", "breached", "met", "paused", "none"]
+SLA_STATUSES: Final[tuple[SlaStatus, ...]] = get_args(SlaStatus)

@@ -1,25 +1,60 @@
 """``helpline ticket …``, ``helpline report``, ``helpline kb …``, ``helpline webhook …`` and
 ``helpline sla …``: tickets under SLA from the technician's terminal.
 
-Every command talks to the controller's API (``controller/tickets_api.py``); every read
-command takes ``--json``; ``report`` also ``--csv``. Refusals exit with the README's
-codes: 2 bad input, 3 unknown ticket, 4 not allowed for your role, 8 not allowed in the
-ticket's state (or already there).
+Every command talks to the controller's API; every read command takes ``--json``;
+``report`` also ``--csv``. Refusals exit with the README's codes: 2 bad input, 3 unknown
+ticket, 4 not allowed for your role, 8 not allowed in the ticket's state (or already
+there).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from controller.cli.common import HomeOpt, JsonOpt, TicketArg, run_client
+from controller.cli.common import HomeOpt, JsonOpt, TicketArg, make, run_client
 from controller.cli.output import Column, emit, fail, print_table, shown, stderr, stdout
+from protocol.calls import Call
+from protocol.calls.reports import (
+    Compliance,
+    KpiGroup,
+    KpiReport,
+    Policy,
+    ReportKpi,
+    Satisfaction,
+    SlaPolicy,
+)
 from protocol.calls.sessions import SessionInfo
+from protocol.calls.tickets import (
+    Clock,
+    DiagnosticsAttachment,
+    ResolvedTicket,
+    TicketAssign,
+    TicketClose,
+    TicketDetail,
+    TicketEscalate,
+    TicketInfo,
+    TicketLink,
+    TicketList,
+    TicketNote,
+    TicketOpen,
+    TicketReopen,
+    TicketResolve,
+    TicketResume,
+    TicketShow,
+    TicketWait,
+    TicketWithSla,
+    TimelineEvent,
+)
+from protocol.vocabulary import SLA_STATUSES
+
+R = TypeVar("R")
 
 ticket_app = typer.Typer(
     help="Tickets: open, list, show, assign, note, wait, resume, escalate, resolve, close, reopen.",
@@ -72,31 +107,37 @@ def _when(iso: str | None) -> str:
     return iso[:16].replace("T", " ") if iso else "-"
 
 
-def _sla_cell(data: dict[str, Any]) -> str:
-    sla = data.get("sla")
-    if not sla:
-        return "-"
-    clocks = [sla["first_response"], sla["resolution"]]
-    worst = next((c for c in clocks if c["status"] == sla["status"]), clocks[1])
-    text = str(_STATUS.get(sla["status"], sla["status"]))
-    if sla["status"] in ("on_track", "at_risk") and worst["remaining_s"] is not None:
-        text += f" {human(worst['remaining_s'])}"
+def _at(moment: datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M}" if moment else "-"
+
+
+def _request(home: Path | None, call: Call[R]) -> R:
+    return run_client(home, lambda c: c.request(call))
+
+
+def _sla_cell(ticket: TicketWithSla) -> str:
+    sla = ticket.sla
+    clocks = [sla.first_response, sla.resolution]
+    worst = next((c for c in clocks if c.status == sla.status), clocks[1])
+    text = str(_STATUS.get(sla.status, sla.status))
+    if sla.status in ("on_track", "at_risk") and worst.remaining_s is not None:
+        text += f" {human(worst.remaining_s)}"
     return text
 
 
-def ticket_table(tickets: list[dict[str, Any]]) -> None:
-    """Tickets as one table (also used by ``helpline ticket show`` for the headline)."""
+def ticket_table(tickets: list[TicketWithSla]) -> None:
+    """Tickets as one table."""
     table = Table("id", "pri", "state", "lvl", "assignee", "SLA", "customer", "title")
     for t in tickets:
         table.add_row(
-            t["id"],
-            t["priority"],
-            _STATE.get(t["state"], t["state"]),
-            t.get("level", "L1"),
-            shown(t.get("assignee") or "-"),
+            f"T-{t.id}",
+            t.priority,
+            _STATE.get(t.state, t.state),
+            t.level,
+            shown(t.assignee or "-"),
             _sla_cell(t),
-            shown(t["customer"]),
-            shown(t["title"]),
+            shown(t.customer),
+            shown(t.title),
         )
     stdout.print(table)
 
@@ -148,21 +189,26 @@ def ticket_open(
     as_json: JsonOpt = False,
 ) -> None:
     """Open a ticket (state new; SLA clocks start now)."""
-    params = {
-        "title": title,
-        "customer": customer,
-        "priority": priority,
-        "contact": contact,
-        "channel": channel,
-        "category": category,
-        "assignee": assignee,
-        "link": link,
-    }
-    emit(
-        _call(home, "ticket.open", params),
-        as_json,
-        lambda d: stdout.print(f"opened [bold]{d['id']}[/]: {shown(d['title'])}"),
+    call = make(
+        TicketOpen,
+        title=title,
+        customer=customer,
+        priority=priority,
+        contact=contact,
+        channel=channel,
+        category=category,
+        assignee=assignee,
+        link=link,
     )
+    emit(
+        _request(home, call),
+        as_json,
+        lambda t: stdout.print(f"opened [bold]T-{t.id}[/]: {shown(t.title)}"),
+    )
+
+
+#: ``--sla`` as people type it, and as the API writes it
+_SLA_FILTERS = {status.replace("_", "-"): status for status in SLA_STATUSES}
 
 
 @ticket_app.command("list")
@@ -174,7 +220,7 @@ def ticket_list(
     ] = None,
     level: Annotated[str | None, typer.Option(help="L1-L4.")] = None,
     sla: Annotated[
-        str | None, typer.Option(help="on-track, at-risk, breached, paused, met.")
+        str | None, typer.Option(help="on-track, at-risk, breached, paused, met, none.")
     ] = None,
     assignee: Annotated[str | None, typer.Option(help="Assigned to this user.")] = None,
     customer: Annotated[str | None, typer.Option(help="This customer's tickets.")] = None,
@@ -183,104 +229,106 @@ def ticket_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List tickets, newest first, with their SLA state."""
-    params = {
-        "mine": mine,
-        "state": state,
-        "level": level.upper() if level else None,
-        "sla": sla,
-        "assignee": assignee,
-        "customer": customer,
-        "limit": limit,
-    }
-    emit(_call(home, "ticket.list", params), as_json, ticket_table)
+    status = None
+    if sla is not None:
+        # at-risk or at_risk: the README writes the first, --json shows the second
+        status = _SLA_FILTERS.get(sla.replace("_", "-"))
+        if status is None:
+            fail("bad_request", f"--sla is one of {', '.join(_SLA_FILTERS)}, not {sla!r}")
+    call = make(
+        TicketList,
+        mine=mine,
+        state=state,
+        level=level,
+        sla=status,
+        assignee=assignee,
+        customer=customer,
+        limit=limit,
+    )
+    emit(_request(home, call), as_json, ticket_table)
 
 
 @ticket_app.command("show")
 def ticket_show(ticket: TicketArg, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Show a ticket: SLA, timeline, links, sessions, attachments (--json: all of it whole)."""
-    emit(_call(home, "ticket.show", {"ticket": ticket}), as_json, _render_ticket)
+    emit(_request(home, make(TicketShow, ticket=ticket)), as_json, _render_ticket)
 
 
-def _render_ticket(d: dict[str, Any]) -> None:
+def _render_ticket(d: TicketDetail) -> None:
     from controller.render import render_diagnostics
 
-    stdout.print(f"[bold]{d['id']}[/]  {shown(d['title'])}")
-    contact = f" ({shown(d['contact'])})" if d.get("contact") else ""
+    stdout.print(f"[bold]T-{d.id}[/]  {shown(d.title)}")
+    contact = f" ({shown(d.contact)})" if d.contact else ""
     stdout.print(
-        f"  customer  {shown(d['customer'])}{contact}   channel {d['channel']}"
-        f"   category {shown(d.get('category') or '-')}"
+        f"  customer  {shown(d.customer)}{contact}   channel {d.channel}"
+        f"   category {shown(d.category or '-')}"
     )
-    vendor = ""
-    if d.get("vendor"):
-        vendor = f"   vendor {shown(d['vendor'])} {shown(d.get('vendor_ref') or '')}"
+    vendor = f"   vendor {shown(d.vendor)} {shown(d.vendor_ref or '')}" if d.vendor else ""
     stdout.print(
-        f"  {d['priority']} · {_STATE.get(d['state'], d['state'])} · {d['level']}"
-        f" · assignee {shown(d.get('assignee') or '-')}{vendor}"
+        f"  {d.priority} · {_STATE.get(d.state, d.state)} · {d.level}"
+        f" · assignee {shown(d.assignee or '-')}{vendor}"
     )
-    if d.get("allowed"):
-        stdout.print(f"  [dim]next: {', '.join(d['allowed'])}[/]")
-    for name, clock in (
-        ("first response", d["sla"]["first_response"]),
-        ("resolution", d["sla"]["resolution"]),
-    ):
+    if d.allowed:
+        stdout.print(f"  [dim]next: {', '.join(d.allowed)}[/]")
+    for name, clock in (("first response", d.sla.first_response), ("resolution", d.sla.resolution)):
         stdout.print(f"  SLA {name}: {_clock_text(clock)}")
-    if d.get("resolution"):
-        stdout.print(f"  resolution: {shown(d['resolution'])}")
-    for link in d.get("links", []):
+    if d.resolution:
+        stdout.print(f"  resolution: {shown(d.resolution)}")
+    for link in d.links:
         stdout.print(
-            f"  {link['kind'].replace('_', ' ')} {link['ticket']}: "
-            f"{shown(link.get('title') or '')} ({link.get('state')})"
+            f"  {link.kind.replace('_', ' ')} T-{link.ticket}: "
+            f"{shown(link.title or '')} ({link.state})"
         )
     stdout.print("[bold]timeline[/]")
-    for event in d.get("timeline", []):
-        actor = shown(event["actor"] or "customer")
-        stdout.print(f"  {_when(event['at'])}  {actor:<12} {shown(timeline_text(event))}")
-    for r in d.get("ratings", []):
-        stars = "★" * r["score"] + "☆" * (5 - r["score"])
-        comment = f": {shown(r['comment'])}" if r.get("comment") else ""
-        stdout.print(f"  rating {stars} {r['score']}/5{comment}")
-    if d.get("sessions"):
-        sessions_table([SessionInfo.model_validate(x) for x in d["sessions"]])
-    stdout.print(f"[bold]attachments[/] ({len(d['attachments'])})")
-    for a in d["attachments"]:
-        status = "[green]ok[/]" if a["ok"] else "[red]failed[/]"
+    for event in d.timeline:
+        actor = shown(event.actor or "customer")
+        stdout.print(f"  {_at(event.at)}  {actor:<12} {shown(timeline_text(event))}")
+    for r in d.ratings:
+        stars = "★" * r.score + "☆" * (5 - r.score)
+        comment = f": {shown(r.comment)}" if r.comment else ""
+        stdout.print(f"  rating {stars} {r.score}/5{comment}")
+    if d.sessions:
+        sessions_table(list(d.sessions))
+    stdout.print(f"[bold]attachments[/] ({len(d.attachments)})")
+    for a in d.attachments:
+        status = "[green]ok[/]" if a.ok else "[red]failed[/]"
         stdout.print(
-            f"  #{a['id']} {a['kind']} {status} from {a['session']} "
-            f"at {a['created_at'][:19].replace('T', ' ')}"
+            f"  #{a.id} {a.kind} {status} from {a.session} at {a.created_at:%Y-%m-%d %H:%M:%S}"
         )
-    if d.get("kb"):
+    if d.kb:
         stdout.print("[bold]knowledge base[/] (may help)")
-        for article in d["kb"]:
-            stdout.print(f"  {article['id']}  {shown(article['title'])}")
-    deliveries = d.get("deliveries", [])
-    if deliveries:
-        pending = [x for x in deliveries if not x["delivered_at"]]
+        for article in d.kb:
+            stdout.print(f"  KB-{article.id}  {shown(article.title)}")
+    if d.deliveries:
+        pending = [x for x in d.deliveries if not x.delivered_at]
         line = (
-            f"[bold]webhooks[/] {len(deliveries) - len(pending)} delivered, {len(pending)} pending"
+            f"[bold]webhooks[/] {len(d.deliveries) - len(pending)} delivered, "
+            f"{len(pending)} pending"
         )
-        if pending and pending[0].get("last_error"):
-            line += f" (last error: {shown(pending[0]['last_error'])})"
+        if pending and pending[0].last_error:
+            line += f" (last error: {shown(pending[0].last_error)})"
         stdout.print(line)
-    snapshots = [a for a in d["attachments"] if a["kind"] == "diagnostics"]
+    snapshots = [a for a in d.attachments if a.kind == "diagnostics"]
     if snapshots:
         last = snapshots[-1]
-        stdout.rule(f"latest diagnostics (#{last['id']})")
-        render_diagnostics(stdout, last["data"], last.get("findings"))
+        stdout.rule(f"latest diagnostics (#{last.id})")
+        findings = list(last.findings) if isinstance(last, DiagnosticsAttachment) else None
+        render_diagnostics(stdout, last.data, findings)
 
 
-def _clock_text(clock: dict[str, Any]) -> str:
-    status = str(_STATUS.get(clock["status"], clock["status"]))
-    if clock["target_s"] is None:
+def _clock_text(clock: Clock) -> str:
+    status = str(_STATUS.get(clock.status, clock.status))
+    if clock.target_s is None:
         return status
-    used = f"{human(clock['elapsed_s'])} of {human(clock['target_s'])}"
-    if clock["status"] in ("on_track", "at_risk"):
-        return f"{status}, {human(clock['remaining_s'])} left (due {_when(clock['deadline'])} UTC)"
+    used = f"{human(clock.elapsed_s)} of {human(clock.target_s)}"
+    if clock.status in ("on_track", "at_risk"):
+        return f"{status}, {human(clock.remaining_s)} left (due {_at(clock.deadline)} UTC)"
     return f"{status} ({used})"
 
 
-def timeline_text(event: dict[str, Any]) -> str:
+def timeline_text(event: TimelineEvent) -> str:
     """One line of a ticket's timeline, for people."""
-    data, kind = event["data"], event["type"].removeprefix("ticket.")
+    data, kind = event.data, event.type.removeprefix("ticket.")
     move = f" [{' → '.join(data['transition'])}]" if data.get("transition") else ""
     texts: dict[str, Callable[[], str]] = {
         "opened": lambda: f"opened ({data.get('priority')}, via {data.get('channel')})",
@@ -320,12 +368,9 @@ def timeline_text(event: dict[str, Any]) -> str:
     return (render() if render is not None else kind) + move
 
 
-def _show_changed(verb: str) -> Any:
-    def render(d: dict[str, Any]) -> None:
-        stdout.print(
-            f"{d['id']} {verb}: {d['state']}, {d['level']}, "
-            f"assignee {shown(d.get('assignee') or '-')}"
-        )
+def _show_changed(verb: str) -> Callable[[TicketInfo], None]:
+    def render(t: TicketInfo) -> None:
+        stdout.print(f"T-{t.id} {verb}: {t.state}, {t.level}, assignee {shown(t.assignee or '-')}")
 
     return render
 
@@ -339,8 +384,8 @@ def ticket_assign(
     as_json: JsonOpt = False,
 ) -> None:
     """Assign a ticket (the assignee's level must reach the ticket's)."""
-    data = _call(home, "ticket.assign", {"ticket": ticket, "to": to, "nobody": nobody})
-    emit(data, as_json, _show_changed("assigned"))
+    call = make(TicketAssign, ticket=ticket, to=to, nobody=nobody)
+    emit(_request(home, call), as_json, _show_changed("assigned"))
 
 
 @ticket_app.command("note")
@@ -354,8 +399,8 @@ def ticket_note(
     as_json: JsonOpt = False,
 ) -> None:
     """Add a note; the first one that is not --internal is the first response."""
-    params = {"ticket": ticket, "text": text, "internal": internal}
-    emit(_call(home, "ticket.note", params), as_json, _show_changed("noted"))
+    call = make(TicketNote, ticket=ticket, text=text, internal=internal)
+    emit(_request(home, call), as_json, _show_changed("noted"))
 
 
 @ticket_app.command("wait")
@@ -363,8 +408,8 @@ def ticket_wait(
     ticket: TicketArg, reason: ReasonOpt, home: HomeOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Wait on the customer: the resolution clock pauses."""
-    params = {"ticket": ticket, "reason": reason}
-    emit(_call(home, "ticket.wait", params), as_json, _show_changed("waiting"))
+    call = make(TicketWait, ticket=ticket, reason=reason)
+    emit(_request(home, call), as_json, _show_changed("waiting"))
 
 
 @ticket_app.command("resume")
@@ -375,8 +420,8 @@ def ticket_resume(
     as_json: JsonOpt = False,
 ) -> None:
     """The customer answered: back to open (a customer joining a session does this too)."""
-    params = {"ticket": ticket, "reason": reason}
-    emit(_call(home, "ticket.resume", params), as_json, _show_changed("resumed"))
+    call = make(TicketResume, ticket=ticket, reason=reason)
+    emit(_request(home, call), as_json, _show_changed("resumed"))
 
 
 @ticket_app.command("escalate")
@@ -392,14 +437,10 @@ def ticket_escalate(
     as_json: JsonOpt = False,
 ) -> None:
     """Escalate to a higher support level, recording who and why."""
-    params = {
-        "ticket": ticket,
-        "to": to,
-        "reason": reason,
-        "vendor": vendor,
-        "vendor_ref": vendor_ref,
-    }
-    emit(_call(home, "ticket.escalate", params), as_json, _show_changed("escalated"))
+    call = make(
+        TicketEscalate, ticket=ticket, to=to, reason=reason, vendor=vendor, vendor_ref=vendor_ref
+    )
+    emit(_request(home, call), as_json, _show_changed("escalated"))
 
 
 @ticket_app.command("resolve")
@@ -416,27 +457,24 @@ def ticket_resolve(
     as_json: JsonOpt = False,
 ) -> None:
     """Resolve a ticket (the resolution clock stops)."""
-    params = {
-        "ticket": ticket,
-        "resolution": resolution,
-        "article": kb,
-        "article_title": kb_title,
-    }
+    call = make(
+        TicketResolve, ticket=ticket, resolution=resolution, article=kb, article_title=kb_title
+    )
 
-    def render(d: dict[str, Any]) -> None:
-        _show_changed("resolved")(d)
-        if d.get("article"):
-            a = d["article"]
-            linked = ", ".join(a["findings"] + a["fixes"]) or "no findings or fixes"
-            stdout.print(f"knowledge base: {a['id']} {shown(a['title'])} ({shown(linked)})")
+    def render(t: ResolvedTicket) -> None:
+        _show_changed("resolved")(t)
+        if t.article is not None:
+            a = t.article
+            linked = ", ".join(a.findings + a.fixes) or "no findings or fixes"
+            stdout.print(f"knowledge base: KB-{a.id} {shown(a.title)} ({shown(linked)})")
 
-    emit(_call(home, "ticket.resolve", params), as_json, render)
+    emit(_request(home, call), as_json, render)
 
 
 @ticket_app.command("close")
 def ticket_close(ticket: TicketArg, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Close a resolved ticket for good."""
-    emit(_call(home, "ticket.close", {"ticket": ticket}), as_json, _show_changed("closed"))
+    emit(_request(home, make(TicketClose, ticket=ticket)), as_json, _show_changed("closed"))
 
 
 @ticket_app.command("reopen")
@@ -447,8 +485,8 @@ def ticket_reopen(
     as_json: JsonOpt = False,
 ) -> None:
     """Reopen a resolved ticket, saying why (--reason is required; counts in the reopen rate)."""
-    params = {"ticket": ticket, "reason": reason}
-    emit(_call(home, "ticket.reopen", params), as_json, _show_changed("reopened"))
+    call = make(TicketReopen, ticket=ticket, reason=reason)
+    emit(_request(home, call), as_json, _show_changed("reopened"))
 
 
 @ticket_app.command("link")
@@ -468,11 +506,11 @@ def ticket_link(
     as_json: JsonOpt = False,
 ) -> None:
     """Link two tickets: `helpline ticket link T-4 follows:T-3`."""
-    params = {"ticket": ticket, "other": link, "kind": kind}
+    call = make(TicketLink, ticket=ticket, other=link, kind=kind)
     emit(
-        _call(home, "ticket.link", params),
+        _request(home, call),
         as_json,
-        lambda d: stdout.print(f"{d['ticket']} {d['kind']} {d['other']}"),
+        lambda d: stdout.print(f"T-{d.ticket} {d.kind} T-{d.other}"),
     )
 
 
@@ -493,58 +531,57 @@ def report(
 
     if as_csv and as_json:
         fail("bad_request", "choose --csv or --json")
-    data = _call(home, "report.kpi", {"since": since, "until": until, "by": by})
+    kpis = _request(home, make(ReportKpi, since=since, until=until, by=by))
     if as_csv:
-        typer.echo(to_csv(data), nl=False)
+        typer.echo(to_csv(ReportKpi.dump_result(kpis)), nl=False)
         return
-    emit(data, as_json, _render_report)
+    emit(kpis, as_json, _render_report)
 
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.0f}%"
 
 
-def _render_report(d: dict[str, Any]) -> None:
+def _render_report(d: KpiReport) -> None:
     # one column per group: a team has a handful of levels or technicians, while the
     # KPIs are a dozen rows
-    groups = [*(d["rows"] if d["by"] else []), d["total"]]
+    groups = [*(d.rows if d.by else []), d.total]
     table = Table(
         "",
-        *(shown(g["group"]) for g in groups),
-        title=f"KPIs {_when(d['since'])} to {_when(d['until'])} UTC"
-        + (f", by {d['by']}" if d["by"] else ""),
+        *(shown(g.group) for g in groups),
+        title=f"KPIs {_at(d.since)} to {_at(d.until)} UTC" + (f", by {d.by}" if d.by else ""),
     )
-    metrics: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
-        ("opened", lambda g: str(g["opened"])),
-        ("resolved", lambda g: str(g["resolved"])),
-        ("first response, median", lambda g: human(g["first_response"]["median_s"])),
-        ("first response, p90", lambda g: human(g["first_response"]["p90_s"])),
-        ("resolution, median", lambda g: human(g["resolution"]["median_s"])),
-        ("resolution, p90", lambda g: human(g["resolution"]["p90_s"])),
-        ("SLA met: first response", lambda g: _met(g["sla"]["first_response"])),
-        ("SLA met: resolution", lambda g: _met(g["sla"]["resolution"])),
-        ("first-contact resolution", lambda g: _pct(g["first_contact_resolution"])),
-        ("reopen rate", lambda g: _pct(g["reopen_rate"])),
-        ("satisfaction (1-5)", lambda g: _csat(g["satisfaction"])),
+    metrics: list[tuple[str, Callable[[KpiGroup], str]]] = [
+        ("opened", lambda g: str(g.opened)),
+        ("resolved", lambda g: str(g.resolved)),
+        ("first response, median", lambda g: human(g.first_response.median_s)),
+        ("first response, p90", lambda g: human(g.first_response.p90_s)),
+        ("resolution, median", lambda g: human(g.resolution.median_s)),
+        ("resolution, p90", lambda g: human(g.resolution.p90_s)),
+        ("SLA met: first response", lambda g: _met(g.sla.first_response)),
+        ("SLA met: resolution", lambda g: _met(g.sla.resolution)),
+        ("first-contact resolution", lambda g: _pct(g.first_contact_resolution)),
+        ("reopen rate", lambda g: _pct(g.reopen_rate)),
+        ("satisfaction (1-5)", lambda g: _csat(g.satisfaction)),
     ]
     for name, cell in metrics:
         table.add_row(name, *(cell(g) for g in groups))
     stdout.print(table)
     stdout.print(
         "[dim]Times are SLA-clock time: working hours of the priority's calendar, waiting "
-        f"on the customer excluded. Policy: {shown(d['policy'])}[/]"
+        f"on the customer excluded. Policy: {shown(d.policy)}[/]"
     )
 
 
-def _met(clock: dict[str, Any]) -> str:
-    counted = clock["met"] + clock["breached"]
-    return f"{_pct(clock['compliance'])} of {counted}" if counted else "-"
+def _met(clock: Compliance) -> str:
+    counted = clock.met + clock.breached
+    return f"{_pct(clock.compliance)} of {counted}" if counted else "-"
 
 
-def _csat(sat: dict[str, Any]) -> str:
-    if not sat["ratings"]:
+def _csat(sat: Satisfaction) -> str:
+    if not sat.ratings or sat.mean is None:
         return "-"
-    return f"{sat['mean']:.1f} ({sat['ratings']}, {_pct(sat['satisfied'])} 4-5)"
+    return f"{sat.mean:.1f} ({sat.ratings}, {_pct(sat.satisfied)} 4-5)"
 
 
 # -- knowledge base --------------------------------------------------------------------------
@@ -742,19 +779,19 @@ def webhook_log(
 # -- SLA policy ------------------------------------------------------------------------------
 
 
-def _render_policy(p: dict[str, Any]) -> None:
-    stdout.print(f"SLA policy: {shown(p['source'])} (at risk below {p['at_risk'] * 100:.0f} %)")
+def _render_policy(p: Policy) -> None:
+    stdout.print(f"SLA policy: {shown(p.source)} (at risk below {p.at_risk * 100:.0f} %)")
     table = Table("priority", "calendar", "first response", "resolution", "escalate at risk")
-    for priority, t in p["priorities"].items():
+    for priority, t in p.priorities.items():
         table.add_row(
             priority,
-            shown(t["calendar"]),
-            human(t["first_response_s"]),
-            human(t["resolution_s"]),
-            t["escalate_at_risk"] or "-",
+            shown(t.calendar),
+            human(t.first_response_s),
+            human(t.resolution_s),
+            t.escalate_at_risk or "-",
         )
     stdout.print(table)
-    for name, text in p["calendars"].items():
+    for name, text in p.calendars.items():
         stdout.print(f"  {shown(name)}: {shown(text)}")
 
 
@@ -762,12 +799,12 @@ def _render_policy(p: dict[str, Any]) -> None:
 def sla_show(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """The policy the controller runs with."""
 
-    def render(p: dict[str, Any]) -> None:
+    def render(p: Policy) -> None:
         _render_policy(p)
-        for warning in p.get("warnings", []):
+        for warning in p.warnings:
             stdout.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
 
-    emit(_call(home, "sla.policy"), as_json, render)
+    emit(_request(home, make(SlaPolicy)), as_json, render)
 
 
 @sla_app.command("check")
@@ -787,4 +824,5 @@ def sla_check(
     # valid, so exit 0; but a priority without targets silently shows "SLA: none"
     for warning in policy.warnings:
         stderr.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
-    emit(policy.as_json(), as_json, _render_policy)
+    # the same model as `sla show`: one rendering, one JSON shape
+    emit(Policy.model_validate(policy.as_json()), as_json, _render_policy)

@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from controller.store import Article, Change, Store, Ticket, TicketEvent, User
 from controller.tickets import lifecycle, sla, webhooks
 from controller.tickets.lifecycle import Action, State, TransitionError
+from protocol.vocabulary import CHANNELS
 
 if TYPE_CHECKING:
     from controller.server import Controller
 
 log = logging.getLogger("helpline.tickets")
 
-CHANNELS: Final = ("phone", "e-mail", "chat", "remote", "on-site")
 #: events audited under their own name; other events are audited only when they move
 #: the ticket to another state (``ticket.state_changed``)
 AUDITED: Final = frozenset({"ticket.assigned", "ticket.escalated"})

@@ -27,6 +27,9 @@ from __future__ import annotations
 import enum
 from typing import Final
 
+from protocol.vocabulary import STAFF_LEVELS as STAFF
+from protocol.vocabulary import TICKET_LEVELS
+
 
 class State(enum.StrEnum):
     NEW = "new"
@@ -93,9 +96,9 @@ _HINTS: Final[dict[tuple[State, Action], str]] = {
     (_WAITING, Action.WAIT): "it is already waiting on the customer",
 }
 
-LEVELS: Final = ("L1", "L2", "L3", "L4")
+LEVELS: Final = TICKET_LEVELS
 #: levels a technician can hold; L4 is the vendor, outside the team
-STAFF_LEVELS: Final = ("L1", "L2", "L3")
+STAFF_LEVELS: Final = STAFF
 
 
 class TransitionError(ValueError):

@@ -34,17 +34,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from controller import durations
 from controller.store import Ticket, TicketEvent
 from controller.tickets import calendar as cal
 from controller.tickets.lifecycle import CLOCK_RUNS, LEVELS, State
+from protocol.vocabulary import PRIORITIES, SlaStatus
 
-PRIORITIES: Final = ("P1", "P2", "P3", "P4")
 EXAMPLE: Final = "sla.example.toml"
 
-Status = Literal["on_track", "at_risk", "breached", "met", "paused", "none"]
+Status = SlaStatus
 #: worst first: a ticket's SLA state is the worse of its two clocks
 SEVERITY: Final[dict[str, int]] = {
     "breached": 5,

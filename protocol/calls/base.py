@@ -141,21 +141,26 @@ class Text(GroupedMetadata):
         yield AfterValidator(_no_nul)
 
 
+def parse_id(value: object, prefix: str, what: str) -> int:
+    """``PREFIX-<n>``, ``<n>`` or an int as a positive id the store can hold; else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"not {what} id (expected {prefix}-<number>)")
+    digits = str(value).strip().upper().removeprefix(f"{prefix}-")
+    if (
+        not (digits.isascii() and digits.isdigit())
+        or len(digits) > 19
+        or not 0 < int(digits) <= ID_MAX
+    ):
+        shown = repr(value) if len(str(value)) <= 40 else repr(str(value)[:40]) + "…"
+        raise ValueError(f"not {what} id: {shown} (expected {prefix}-<number>)")
+    return int(digits)
+
+
 def id_parser(prefix: str, what: str) -> Any:
-    """``PREFIX-<n>``, ``<n>`` or an int, as a positive id the store can hold."""
+    """The field type of ``PREFIX-<n>`` ids: :func:`parse_id` in, ``PREFIX-<n>`` out."""
 
     def parse(value: object) -> int:
-        if isinstance(value, bool) or not isinstance(value, int | str):
-            raise ValueError(f"not {what} id (expected {prefix}-<number>)")
-        digits = str(value).strip().upper().removeprefix(f"{prefix}-")
-        if (
-            not (digits.isascii() and digits.isdigit())
-            or len(digits) > 19
-            or not 0 < int(digits) <= ID_MAX
-        ):
-            shown = repr(value) if len(str(value)) <= 40 else repr(str(value)[:40]) + "…"
-            raise ValueError(f"not {what} id: {shown} (expected {prefix}-<number>)")
-        return int(digits)
+        return parse_id(value, prefix, what)
 
     return Annotated[
         int,
@@ -166,3 +171,5 @@ def id_parser(prefix: str, what: str) -> Any:
 
 #: ``T-12``, ``12`` or 12 on the way in; ``T-12`` on the wire
 TicketId = id_parser("T", "a ticket")
+#: ``KB-3``, ``3`` or 3 on the way in; ``KB-3`` on the wire
+ArticleId = id_parser("KB", "an article")

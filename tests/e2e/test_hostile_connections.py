@@ -217,7 +217,9 @@ def test_an_anonymous_large_frame_is_refused_before_it_is_buffered(
                 return f"{exc.code}: {exc.message}"
         return "accepted"
 
-    assert asyncio.run(logged_in()) == "bad_request: text is longer than 20000 characters"
+    assert (
+        asyncio.run(logged_in()) == "bad_request: text: String should have at most 20000 characters"
+    )
 
 
 async def _burst(connection: Connection, method: str, params: dict[str, Any], n: int) -> list[Any]:
