@@ -69,7 +69,7 @@ class Api:
             store=controller.store,
             audit=controller.audit,
             audit_log=controller.audit_log,
-            links=controller,
+            links=controller.links,
             desk=controller.desk,
             home=controller.home.path,
             name=controller.name,

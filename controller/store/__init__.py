@@ -4,29 +4,14 @@ Callers get frozen dataclasses and ``Store`` methods; the tables, engine setting
 migrations stay inside this package.
 """
 
-from controller.store.store import (
-    Agent,
-    Attachment,
-    AuditEvent,
-    Code,
-    CodeRefused,
-    NewAuditEvent,
-    Request,
-    Session,
-    Store,
-    Ticket,
-    User,
-)
-from controller.store.ticketstore import (
-    Article,
-    ArticleHit,
-    Change,
-    Delivery,
-    Rating,
-    TicketEvent,
-    TicketLink,
-    Webhook,
-)
+from controller.store.audit import AuditEvent, NewAuditEvent
+from controller.store.events import TicketEvent
+from controller.store.kb import Article, ArticleHit
+from controller.store.sessions import Agent, Attachment, Request, Session
+from controller.store.store import Store
+from controller.store.tickets import Change, Rating, Ticket, TicketLink
+from controller.store.users import Code, CodeRefused, User
+from controller.store.webhooks import Delivery, Webhook
 
 __all__ = [
     "Agent",

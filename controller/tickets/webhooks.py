@@ -1,7 +1,7 @@
 """Hand-off to an existing helpdesk: ticket events POSTed to webhooks, signed, at least once.
 
 The store writes each event and one outbox row per interested webhook in the transaction
-that changed the ticket (:mod:`controller.store.ticketstore`). The :class:`Deliverer`
+that changed the ticket (:mod:`controller.store.events`). The :class:`Deliverer`
 runs in the controller process: it leases a webhook that has events due (so one worker
 of several replicas drains an endpoint at a time), POSTs its events oldest first, marks
 each delivered on a 2xx answer, and on anything else stops, counts the failure and backs

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from controller import audit
-from controller.server import result_events
+from controller.agents import result_events
 from controller.tickets.desk import AUDITED
 from protocol.messages import Result
 

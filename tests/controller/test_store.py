@@ -23,8 +23,8 @@ from controller.store import (
     Store,
     Ticket,
 )
+from controller.store.engine import alembic_config, create_engine
 from controller.store.schema import Base, include_object
-from controller.store.store import alembic_config, create_engine
 
 T0 = datetime(2026, 5, 9, 12, 0, tzinfo=UTC)
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleExampleExampleExampleExampleExample alice@desk"

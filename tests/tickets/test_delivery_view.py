@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from controller.store.ticketstore import Delivery, TicketEvent
+from controller.store import Delivery, TicketEvent
 from controller.tickets_api import delivery_json
 
 

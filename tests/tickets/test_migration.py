@@ -11,7 +11,7 @@ from alembic import command
 from sqlalchemy import inspect, text
 
 from controller.store import Store
-from controller.store.store import alembic_config, create_engine
+from controller.store.engine import alembic_config, create_engine
 from controller.tickets import sla
 from controller.tickets.desk import TicketDesk, Who
 from tests.controller.conftest import postgres_database

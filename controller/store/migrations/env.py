@@ -13,8 +13,8 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
+from controller.store.engine import create_engine
 from controller.store.schema import Base, include_object
-from controller.store.store import create_engine
 
 config = context.config
 target_metadata = Base.metadata
