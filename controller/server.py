@@ -24,7 +24,6 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from agent.tls import lean_tls_buffers
 from controller import codes
 from controller.audit import AuditLog, load_key
 from controller.guard import (
@@ -65,6 +64,7 @@ from protocol.session import (
     ResultReceived,
     ResumeRequested,
 )
+from transport.tls import lean_tls_buffers
 
 log = logging.getLogger("helpline.controller")
 

@@ -48,7 +48,7 @@ def _split(only: str | None) -> list[str] | None:
     names = [name.strip() for name in only.split(",") if name.strip()]
     if not names:
         fail("bad_request", "--only needs collector names, e.g. --only disk,network")
-    from agent.collectors import canonical
+    from protocol.collectors import canonical
 
     try:
         canonical(names)

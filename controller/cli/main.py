@@ -203,7 +203,7 @@ def login(
         async with Connection(settings) as connection:
             return await connection.request(Whoami())
 
-    from agent.tls import PinMismatch
+    from protocol.signing import PinMismatch
 
     try:
         me = asyncio.run(check())
