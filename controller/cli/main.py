@@ -124,7 +124,7 @@ def serve(
 
     from controller import logs
     from controller.home import ControllerHome, HomeError, HomeInUse, parse_listen
-    from controller.server import run_server
+    from controller.serve import run_server
 
     debug = bool(os.environ.get("HELPLINE_DEBUG"))
     try:
