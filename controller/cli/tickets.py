@@ -202,7 +202,7 @@ def ticket_show(ticket: TicketArg, home: HomeOpt = None, as_json: JsonOpt = Fals
 
 
 def _render_ticket(d: dict[str, Any]) -> None:
-    from controller.render import render_diagnostics
+    from controller.cli.render import render_diagnostics
 
     stdout.print(f"[bold]{d['id']}[/]  {shown(d['title'])}")
     contact = f" ({shown(d['contact'])})" if d.get("contact") else ""
