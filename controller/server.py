@@ -37,7 +37,6 @@ from protocol import codec, jsondata, signing
 from protocol.errors import LocalProtocolError, ProtocolError
 from protocol.machine import Ended, Refused
 from protocol.messages import (
-    DEFAULT_SCOPES,
     ConsentRequest,
     DiagRequest,
     FixOutput,
@@ -60,7 +59,7 @@ from protocol.session import (
     ResultReceived,
     ResumeRequested,
 )
-from transport.tls import lean_tls_buffers
+from protocol.vocabulary import DEFAULT_SCOPES
 
 log = logging.getLogger("helpline.controller")
 

@@ -298,3 +298,34 @@ def test_protocol_does_no_io() -> None:
     assert not found, "protocol/ is pure (no sockets, files, processes, event loop):\n" + (
         "\n".join(found)
     )
+
+
+#: Files that still spell out a list of protocol/vocabulary.py, each with why.
+VOCABULARY_SPELLED_OUT: Final[dict[str, str]] = {
+    "controller/api/registry.py": "ANYONE lists every role: could be frozenset(ROLES)",
+    "controller/diag_api.py": "legacy role tuples; go when diag.* move to the registry",
+    "controller/fixes_api.py": "legacy role tuples; go when fixes.* move to the registry",
+    "controller/tickets_api.py": "legacy role tuples; go when ticket.* move to the registry",
+}
+
+
+def test_the_vocabulary_is_defined_once() -> None:
+    from protocol import vocabulary
+
+    lists = {
+        frozenset(names): name
+        for name, names in vars(vocabulary).items()
+        if name.isupper() and isinstance(names, tuple)
+    }
+    found: list[str] = []
+    for module in modules().values():
+        where = module.path.relative_to(ROOT).as_posix()
+        if module.name == "protocol.vocabulary" or where in VOCABULARY_SPELLED_OUT:
+            continue
+        for node in ast.walk(module.tree()):
+            if isinstance(node, ast.Tuple | ast.List | ast.Set) and node.elts:
+                values = [e.value for e in node.elts if isinstance(e, ast.Constant)]
+                same = lists.get(frozenset(values)) if len(values) == len(node.elts) else None
+                if same is not None:
+                    found.append(f"{where}:{node.lineno}: spells out vocabulary.{same}")
+    assert not found, "import these from protocol/vocabulary.py:\n" + "\n".join(found)

@@ -41,11 +41,9 @@ from controller.store.schema import (
     UserRow,
 )
 from controller.store.ticketstore import Ticket, TicketStore, _ticket
+from protocol.vocabulary import ROLES, STAFF_LEVELS
 
 MIGRATIONS: Final = Path(__file__).resolve().parent / "migrations"
-ROLES: Final = frozenset({"admin", "technician", "auditor"})
-LEVELS: Final = frozenset({"L1", "L2", "L3"})
-PRIORITIES: Final = frozenset({"P1", "P2", "P3", "P4"})
 
 # Marks the connections of write transactions; see ``create_engine``.
 _WRITE: Final = "helpline_write"
@@ -861,8 +859,8 @@ class NewAuditEvent:
 def _check_role(role: str, level: str | None) -> None:
     if role not in ROLES:
         raise ValueError(f"role must be one of {sorted(ROLES)}, not {role!r}")
-    if role == "technician" and level not in LEVELS:
-        raise ValueError(f"a technician needs a level of {sorted(LEVELS)}, not {level!r}")
+    if role == "technician" and level not in STAFF_LEVELS:
+        raise ValueError(f"a technician needs a level of {sorted(STAFF_LEVELS)}, not {level!r}")
     if role != "technician" and level is not None:
         raise ValueError(f"only technicians have a level; {role} was given {level!r}")
 

@@ -37,8 +37,8 @@ from controller.store.schema import (
     TicketRow,
     WebhookRow,
 )
+from protocol.vocabulary import PRIORITIES
 
-PRIORITIES: Final = frozenset({"P1", "P2", "P3", "P4"})
 #: columns a ``Change`` may set
 TICKET_FIELDS: Final = frozenset(
     {

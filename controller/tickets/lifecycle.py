@@ -27,6 +27,8 @@ from __future__ import annotations
 import enum
 from typing import Final
 
+from protocol.vocabulary import STAFF_LEVELS, TICKET_LEVELS
+
 
 class State(enum.StrEnum):
     NEW = "new"
@@ -93,9 +95,8 @@ _HINTS: Final[dict[tuple[State, Action], str]] = {
     (_WAITING, Action.WAIT): "it is already waiting on the customer",
 }
 
-LEVELS: Final = ("L1", "L2", "L3", "L4")
-#: levels a technician can hold; L4 is the vendor, outside the team
-STAFF_LEVELS: Final = ("L1", "L2", "L3")
+#: the name controller/tickets_api.py still reads; it goes when ticket.* move to the registry
+LEVELS: Final = TICKET_LEVELS
 
 
 class TransitionError(ValueError):
@@ -134,9 +135,11 @@ def describe(state: State | str) -> str:
 
 def level_rank(level: str) -> int:
     """L1 → 1 … L4 → 4; ValueError for anything else, naming the levels there are."""
-    if level not in LEVELS:
-        raise ValueError(f"there is no support level {level!r}: levels are {', '.join(LEVELS)}")
-    return LEVELS.index(level) + 1
+    if level not in TICKET_LEVELS:
+        raise ValueError(
+            f"there is no support level {level!r}: levels are {', '.join(TICKET_LEVELS)}"
+        )
+    return TICKET_LEVELS.index(level) + 1
 
 
 def may_work(user_role: str, user_level: str | None, ticket_level: str) -> bool:

@@ -39,9 +39,12 @@ from typing import Any, Final, Literal
 from controller import durations
 from controller.store import Ticket, TicketEvent
 from controller.tickets import calendar as cal
-from controller.tickets.lifecycle import CLOCK_RUNS, LEVELS, State
+from controller.tickets.lifecycle import CLOCK_RUNS, State
 
-PRIORITIES: Final = ("P1", "P2", "P3", "P4")
+# re-exported: controller/tickets_api.py reads sla.PRIORITIES until ticket.* move
+from protocol.vocabulary import PRIORITIES as PRIORITIES
+from protocol.vocabulary import TICKET_LEVELS
+
 EXAMPLE: Final = "sla.example.toml"
 
 Status = Literal["on_track", "at_risk", "breached", "met", "paused", "none"]
@@ -349,7 +352,7 @@ def parse_policy(text: str, source: str) -> Policy:
                     f"{hours} h of {name!r} working time, not {raw[key]} of working days"
                 )
         escalate = raw.get("escalate_at_risk")
-        if escalate is not None and escalate not in LEVELS[1:3]:
+        if escalate is not None and escalate not in TICKET_LEVELS[1:3]:
             raise where.error(
                 section,
                 "escalate_at_risk",
