@@ -21,7 +21,6 @@ from typing import Any, Literal
 from agent import __version__
 from agent.config import AgentConfig
 from agent.state import AgentHome
-from agent.tls import PinMismatch, pinned_client_context, pinned_connection
 from protocol import codec, signing
 from protocol.errors import ProtocolError
 from protocol.machine import Ended, Refused
@@ -45,7 +44,9 @@ from protocol.session import (
     RequestReceived,
     SessionLive,
 )
+from protocol.signing import PinMismatch
 from protocol.text import one_line
+from transport.tls import pinned_client_context, pinned_connection
 
 HEARTBEAT_SECONDS = float(os.environ.get("HELPLINE_HEARTBEAT", "20"))
 BACKOFF_BASE = float(os.environ.get("HELPLINE_BACKOFF_BASE", "0.5"))

@@ -27,8 +27,9 @@ import time
 from collections.abc import Sequence
 from typing import Any, Final
 
-from agent.collectors import CATALOGUE, COLLECTORS, Collect, canonical, load
+from agent.collectors import Collect, load
 from agent.collectors._common import Context, clip, iso
+from protocol.collectors import CATALOGUE, COLLECTORS, canonical
 
 __all__ = ["COLLECTORS", "collect_snapshot"]
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -46,6 +47,9 @@ CLEAN_ENV: Final = {
 PLATFORM: Final = {"linux": "linux", "darwin": "darwin", "win32": "windows"}.get(
     sys.platform, sys.platform
 )
+#: the root helper's frames: a request carries the whole signed catalogue; output frames
+#: are at most a few KiB
+ROOT_HELPER_MAX_LINE: Final = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -220,11 +224,9 @@ async def run(proposal: FixProposal, policy: FixPolicy, emit: Emit) -> dict[str,
     # only if they still mean what was shown
     _recheck(fix, values, notes)
     if _needs_helper(fix):
-        from agent import rootfix
-
         assert policy.root_helper is not None  # prepare() refused otherwise
         await emit("status", f"asking the root helper to run {fix.id} ({consent})")
-        outcome = await rootfix.run_as_root(
+        outcome = await run_as_root(
             policy.root_helper, proposal, consent=consent, values=values, notes=notes, emit=emit
         )
         outcome["privileged"] = "root helper"
@@ -356,3 +358,70 @@ async def _kill_group(process: asyncio.subprocess.Process) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
     await process.wait()
+
+
+# -- the root helper's client ---------------------------------------------------------------
+
+
+def helper_line(obj: dict[str, Any]) -> bytes:
+    """One frame to or from the root helper: a JSON object on one line."""
+    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+
+
+async def run_as_root(
+    socket_path: str,
+    proposal: FixProposal,
+    *,
+    consent: str,
+    values: dict[str, str],
+    notes: dict[str, str],
+    emit: Emit,
+) -> dict[str, Any]:
+    """Have the root helper (:mod:`agent.rootfix`) run ``proposal``; returns what
+    :func:`execute` returns.
+
+    Raises :class:`Refused` when the helper is missing, refuses or breaks off. Cancelling
+    the caller closes the connection, and the helper then kills the fix.
+    """
+    try:
+        reader, writer = await asyncio.open_unix_connection(socket_path, limit=ROOT_HELPER_MAX_LINE)
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise Refused(
+            "root_helper_unavailable",
+            f"this fix needs root and the root helper is not listening on {socket_path} "
+            "(on Debian: sudo systemctl enable --now helpline-agent-root.socket)",
+        ) from None
+    except PermissionError:
+        raise Refused(
+            "root_helper_denied",
+            f"this agent's user may not open {socket_path}: it must be the agent user the "
+            "helper was set up for",
+        ) from None
+    try:
+        request = {
+            "proposal": proposal.model_dump(mode="json"),
+            "consent": consent,
+            "values": values,
+            "notes": notes,
+        }
+        writer.write(helper_line(request))
+        await writer.drain()
+        while line := await reader.readline():
+            frame = json.loads(line)
+            if "stream" in frame:
+                await emit(str(frame["stream"]), str(frame["data"]))
+            elif "result" in frame:
+                result: dict[str, Any] = frame["result"]
+                return result
+            elif "refused" in frame:
+                refused = frame["refused"]
+                raise Refused(str(refused["code"]), f"root helper: {refused['message']}")
+        raise Refused("root_helper_failed", "the root helper hung up without a result")
+    except (ValueError, KeyError, TypeError, asyncio.LimitOverrunError) as exc:
+        raise Refused("root_helper_failed", f"the root helper sent a bad frame: {exc}") from None
+    except ConnectionError as exc:
+        raise Refused("root_helper_failed", f"the root helper hung up: {exc}") from None
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()

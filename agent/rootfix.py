@@ -48,7 +48,14 @@ from pathlib import Path
 from typing import Any, Final
 
 from agent.config import AgentConfig, ConfigError
-from agent.fixes import Emit, FixPolicy, Refused, execute, prepare
+from agent.fixes import (
+    ROOT_HELPER_MAX_LINE,
+    FixPolicy,
+    Refused,
+    execute,
+    helper_line,
+    prepare,
+)
 from protocol.catalogue import Fix
 from protocol.messages import FixProposal
 from protocol.text import SafeLogFormatter
@@ -58,79 +65,12 @@ DEFAULT_SOCKET: Final = "/run/helpline-agent-root.sock"
 DEFAULT_CONFIG: Final = "/etc/helpline-agent/agent.toml"
 DEFAULT_STATE: Final = "/var/lib/helpline-agent-root"
 DEFAULT_USER: Final = "helpline-agent"
-#: a request carries the whole signed catalogue; output frames are at most a few KiB
-MAX_LINE: Final = 4 * 1024 * 1024
 REQUEST_TIMEOUT: Final = 10.0
 #: listen mode: fixes running at once (systemd's socket unit sets its own MaxConnections)
 MAX_CONCURRENT: Final = 4
 CONSENTS: Final = frozenset({"customer", "preapproved", "unattended"})
 
 log = logging.getLogger("helpline-agent-root")
-
-
-def _line(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
-
-
-# -- the agent's side ----------------------------------------------------------------------
-
-
-async def run_as_root(
-    socket_path: str,
-    proposal: FixProposal,
-    *,
-    consent: str,
-    values: dict[str, str],
-    notes: dict[str, str],
-    emit: Emit,
-) -> dict[str, Any]:
-    """Have the root helper run ``proposal``; returns what :func:`execute` returns.
-
-    Raises :class:`Refused` when the helper is missing, refuses or breaks off. Cancelling
-    the caller closes the connection, and the helper then kills the fix.
-    """
-    try:
-        reader, writer = await asyncio.open_unix_connection(socket_path, limit=MAX_LINE)
-    except (FileNotFoundError, ConnectionRefusedError):
-        raise Refused(
-            "root_helper_unavailable",
-            f"this fix needs root and the root helper is not listening on {socket_path} "
-            "(on Debian: sudo systemctl enable --now helpline-agent-root.socket)",
-        ) from None
-    except PermissionError:
-        raise Refused(
-            "root_helper_denied",
-            f"this agent's user may not open {socket_path}: it must be the agent user the "
-            "helper was set up for",
-        ) from None
-    try:
-        request = {
-            "proposal": proposal.model_dump(mode="json"),
-            "consent": consent,
-            "values": values,
-            "notes": notes,
-        }
-        writer.write(_line(request))
-        await writer.drain()
-        while line := await reader.readline():
-            frame = json.loads(line)
-            if "stream" in frame:
-                await emit(str(frame["stream"]), str(frame["data"]))
-            elif "result" in frame:
-                result: dict[str, Any] = frame["result"]
-                return result
-            elif "refused" in frame:
-                refused = frame["refused"]
-                raise Refused(str(refused["code"]), f"root helper: {refused['message']}")
-        raise Refused("root_helper_failed", "the root helper hung up without a result")
-    except (ValueError, KeyError, TypeError, asyncio.LimitOverrunError) as exc:
-        raise Refused("root_helper_failed", f"the root helper sent a bad frame: {exc}") from None
-    except ConnectionError as exc:
-        raise Refused("root_helper_failed", f"the root helper hung up: {exc}") from None
-    finally:
-        writer.close()
-        with contextlib.suppress(Exception):
-            await writer.wait_closed()
 
 
 # -- the helper's side ---------------------------------------------------------------------
@@ -245,7 +185,7 @@ async def serve(
     who = f"pid {pid} uid {uid}"
 
     async def send(obj: dict[str, Any]) -> None:
-        writer.write(_line(obj))
+        writer.write(helper_line(obj))
         await writer.drain()
 
     try:
@@ -322,7 +262,7 @@ async def serve_inetd(settings: Settings) -> None:
     sock = socket.socket(fileno=os.dup(0))
     os.close(0)
     os.open(os.devnull, os.O_RDONLY)  # fd 0 again, so nothing else reads the socket
-    reader, writer = await asyncio.open_unix_connection(sock=sock, limit=MAX_LINE)
+    reader, writer = await asyncio.open_unix_connection(sock=sock, limit=ROOT_HELPER_MAX_LINE)
     await serve(reader, writer, settings)
 
 
@@ -338,7 +278,7 @@ async def serve_listening(settings: Settings, path: str, group: int) -> None:
 
     old_umask = os.umask(0o177)  # never a moment in which others could connect
     try:
-        server = await asyncio.start_unix_server(handle, path=path, limit=MAX_LINE)
+        server = await asyncio.start_unix_server(handle, path=path, limit=ROOT_HELPER_MAX_LINE)
     finally:
         os.umask(old_umask)
     os.chown(path, 0, group)

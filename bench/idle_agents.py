@@ -141,11 +141,11 @@ class Worker:
     async def converse(self, agent: SimAgent, code: str | None) -> None:
         """Dial, check the pin, join (``code``) or resume, and stay connected when live."""
         from agent import __version__
-        from agent.tls import check_pin
         from protocol import codec, signing
         from protocol.machine import Ended, Refused
         from protocol.messages import AgentInfo
         from protocol.session import AgentSession, ConsentNeeded, SessionLive
+        from transport.tls import check_pin
 
         ws = await self._dial(self.url + "/agent", agent.address)
         try:
@@ -212,7 +212,7 @@ class Worker:
         from cryptography.hazmat.primitives.asymmetric import ed25519  # noqa: F401
 
         import protocol.session  # noqa: F401
-        from agent.tls import pinned_client_context
+        from transport.tls import pinned_client_context
 
         # asyncio gives each TLS connection a 256 KiB read buffer unless told otherwise
         asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
@@ -416,10 +416,10 @@ async def floor_serve(home: Path, port: int, heartbeat: float, lifetime: float) 
     """Bare websockets over the controller's TLS identity and settings; no protocol."""
     from websockets.asyncio.server import ServerConnection, serve
 
-    from agent.tls import lean_tls_buffers
     from controller.home import ControllerHome
     from controller.tls import server_context
     from protocol import codec
+    from transport.tls import lean_tls_buffers
 
     lean_tls_buffers()
     controller_home = ControllerHome(home)

@@ -26,7 +26,6 @@ from protocol import codec, jsondata, signing
 from protocol.errors import ProtocolError
 from protocol.machine import Ended, Refused
 from protocol.messages import (
-    DEFAULT_SCOPES,
     ConsentRequest,
     Result,
     SessionStarted,
@@ -43,6 +42,7 @@ from protocol.session import (
     ResultReceived,
     ResumeRequested,
 )
+from protocol.vocabulary import DEFAULT_SCOPES
 
 if TYPE_CHECKING:
     from controller.tickets.desk import Audit, TicketDesk

@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 import tomli_w
 from pydantic import ValidationError
 
-from agent.tls import pinned_client_context, pinned_connection
 from protocol import codec, signing
 from protocol.api import (
     ApiClient,
@@ -28,6 +27,7 @@ from protocol.calls import Call, explain
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.machine import Refused
 from protocol.messages import AuthOk
+from transport.tls import pinned_client_context, pinned_connection
 
 R = TypeVar("R")
 

@@ -31,7 +31,7 @@ def _error(code: str, message: str) -> Exception:
 
 def _collectors(value: Any) -> tuple[str, ...] | None:
     """The requested collectors (names or aliases) as canonical names; None means all."""
-    from agent.collectors import canonical
+    from protocol.collectors import canonical
 
     if value is None or value == []:
         return None
@@ -171,7 +171,7 @@ async def diag_collectors(api: Api, caller: Caller, params: dict[str, Any], _p: 
 
 
 def collector_list() -> list[dict[str, Any]]:
-    from agent.collectors import CATALOGUE
+    from protocol.collectors import CATALOGUE
 
     return [
         {

@@ -36,7 +36,7 @@ from functools import cache
 from importlib import resources
 from typing import Any, Final
 
-from controller.render import humanize_bytes, humanize_duration
+from controller.units import humanize_bytes, humanize_duration
 
 SEVERITIES: Final = ("critical", "warning", "info")
 _RANK: Final = {name: rank for rank, name in enumerate(SEVERITIES)}

@@ -11,31 +11,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
-import sys
 import time
-from datetime import timedelta
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from agent.tls import lean_tls_buffers
 from controller.agents import AgentEndpoint, GrantSettings
-from controller.audit import AuditLog, load_key
-from controller.guard import (
-    AuditThrottle,
-    Limits,
-    PreauthGate,
-    install_resource_filter,
-    raise_open_files_limit,
-)
+from controller.audit import AuditLog
+from controller.guard import AuditThrottle, Limits, PreauthGate
 from controller.home import ControllerHome
 from controller.links import AgentLink, Links
 from controller.store import Store
-from controller.tls import server_context
-from protocol import codec
+from controller.tickets.desk import TicketDesk
 from protocol.errors import ProtocolError
 
 log = logging.getLogger("helpline.controller")
@@ -61,6 +51,12 @@ class GatedConnection(ServerConnection):
             self.gate.release(self)
 
 
+class ApiEndpoint(Protocol):
+    """What serves ``/api`` (``controller.api.Api``): one authenticated connection at a time."""
+
+    async def handle(self, connection: ServerConnection) -> None: ...
+
+
 class Controller:
     """One controller process: the door (waiting to log in, login deadlines, hostile
     events) and the wiring of both endpoints to the store, audit log, desk and links."""
@@ -72,6 +68,7 @@ class Controller:
         *,
         name: str,
         audit_log: AuditLog,
+        api: Callable[[Controller], ApiEndpoint],
         settings: GrantSettings | None = None,
         limits: Limits | None = None,
     ) -> None:
@@ -90,10 +87,8 @@ class Controller:
         self.api_connections: set[ServerConnection] = set()
         #: connections that missed their login deadline, being closed
         self._closing: set[asyncio.Task[None]] = set()
-        from controller.tickets.desk import TicketDesk
-
         #: tickets under SLA: lifecycle, SLA monitor, webhook delivery (controller/tickets)
-        self.desk = TicketDesk.for_controller(self)
+        self.desk = TicketDesk.for_home(home.path, store, audit=self.audit)
         #: the live agent connections, by session and by ticket
         self.links = Links(store, self.audit, self.desk)
         self.agents = AgentEndpoint(
@@ -108,9 +103,8 @@ class Controller:
             hostile=self.hostile,
             door=self,
         )
-        from controller.api import Api
-
-        self.api = Api(self)
+        #: the /api endpoint, made by the caller: the API depends on the server, not back
+        self.api = api(self)
 
     # -- routing --------------------------------------------------------------------
 
@@ -234,87 +228,11 @@ class Controller:
         return self.links.link_for_ticket(ticket_id)
 
 
-async def run_server(
-    home: ControllerHome, listen: tuple[str, int] | None = None, ready: asyncio.Event | None = None
-) -> None:
-    """Serve until SIGINT/SIGTERM; migrate the store first."""
-    lean_tls_buffers()  # ≈50 KB per idle agent instead of ≈290 KB
-    config = home.load()
-    lock = home.lock_for_serving()  # held until this process exits
-    before, open_files = raise_open_files_limit()
-    limits = Limits.from_env(open_files)
-    log.info(
-        "open files limit %d (raised from %d); at most %d connections may wait to log in "
-        "(%d per address), each for %g s",
-        open_files,
-        before,
-        limits.preauth_total,
-        limits.preauth_per_source,
-        limits.login_timeout,
-    )
-    install_resource_filter(limits.report_interval)
-    store = await Store.open(config.database)
-    await store.migrate()
-    audit_log = AuditLog(store, load_key(home.audit_key_path), home.audit_head_path)
-    await audit_log.start()
-    if audit_log.halted is not None:
-        # serve anyway (a tampered log must not become an outage), but nobody may miss it
-        print(
-            f"helpline: AUDIT LOG TAMPERED: {audit_log.halted}\n"
-            "helpline: no checkpoint will be signed until an admin checks the log "
-            "(`helpline audit verify`) and accepts it (`helpline audit accept --reason …`)",
-            file=sys.stderr,
-            flush=True,
-        )
-    controller = Controller(
-        home,
-        store,
-        name=config.name,
-        audit_log=audit_log,
-        settings=GrantSettings(grant=timedelta(seconds=config.grant_seconds)),
-        limits=limits,
-    )
-    host, port = listen or (config.listen_host, config.listen_port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    server: Server
-    async with serve(
-        controller.handle,
-        host,
-        port,
-        ssl=server_context(home.cert_path, home.key_path),
-        process_request=controller.process_request,
-        create_connection=GatedConnection,
-        # until a peer logs in; Controller.logged_in raises it to its endpoint's limit
-        max_size=codec.PREAUTH_MAX_FRAME,
-        ping_interval=HEARTBEAT_SECONDS,
-        ping_timeout=HEARTBEAT_SECONDS,
-        server_header="helpline",
-        compression=None,  # small JSON frames; see agent/connection.py
-    ) as server:
-        bound = [sock.getsockname() for sock in server.sockets]
-        log.info("helpline controller %s listening on %s", config.name, bound)
-        print(f"helpline: serving on wss://{host}:{port} (agents dial {config.url})", flush=True)
-        expiry = asyncio.create_task(controller.links.expire_grants())
-        reports = asyncio.create_task(controller.report_hostile())
-        await controller.desk.start()
-        await stop.wait()
-        expiry.cancel()
-        reports.cancel()
-        await controller.desk.stop()
-    await controller.hostile.flush()  # counts of the last interval are not lost
-    await audit_log.close()  # the last checkpoint covers everything up to shutdown
-    await store.close()
-    lock.close()
-
-
 __all__ = [
     "HEARTBEAT_SECONDS",
     "AgentLink",
+    "ApiEndpoint",
     "Controller",
     "GatedConnection",
     "GrantSettings",
-    "run_server",
 ]

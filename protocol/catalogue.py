@@ -31,9 +31,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from protocol.errors import ProtocolError
 from protocol.signing import b64d, b64e
+from protocol.vocabulary import STAFF_LEVELS, StaffLevel
 
 BUNDLE_FORMAT: Final = 1
-LEVELS: Final = ("L1", "L2", "L3")
+#: the name controller/fixes_api.py still reads; it goes when fix.run moves to the registry
+LEVELS: Final = STAFF_LEVELS
 AGENT_PLACEHOLDERS: Final = frozenset({"python", "script"})
 _PLACEHOLDER = re.compile(r"^\{([a-z][a-z0-9_]{0,31})\}$")
 _ID = r"^[a-z][a-z0-9_.-]{1,47}$"
@@ -115,7 +117,7 @@ class Fix(BaseModel):
     title: str = Field(min_length=1, max_length=120)
     description: str = Field(min_length=1, max_length=2000)
     platforms: tuple[Literal["linux", "darwin", "windows"], ...] = ("linux",)
-    min_level: Literal["L1", "L2", "L3"] = "L1"
+    min_level: StaffLevel = "L1"
     params: dict[str, Param] = Field(default_factory=dict)
     command: tuple[str, ...] = Field(min_length=1, max_length=64)
     undo: tuple[str, ...] | None = None
@@ -240,9 +242,9 @@ def open_bundle(signed: SignedBundle, pinned: Ed25519PublicKey) -> Bundle:
 
 def level_allows(technician_level: str | None, fix: Fix) -> bool:
     """Whether a technician of this level may run ``fix`` (admins have no level: no)."""
-    return technician_level in LEVELS and LEVELS.index(technician_level) >= LEVELS.index(
-        fix.min_level
-    )
+    return technician_level in STAFF_LEVELS and STAFF_LEVELS.index(
+        technician_level
+    ) >= STAFF_LEVELS.index(fix.min_level)
 
 
 def validate_params(fix: Fix, given: Mapping[str, Any]) -> dict[str, str]:

@@ -32,12 +32,11 @@ from pydantic import (
     model_serializer,
 )
 
-Scope = Literal["diagnostics:read", "fixes:propose"]
+from protocol.vocabulary import Scope
+
 #: why a consent answer is no: the customer said so, the prompt ran out of time, or the
 #: agent had no input to read an answer from (stdin closed, no --yes)
 Refusal = Literal["declined", "timed_out", "no_input"]
-#: what a join asks for; every fix proposal still asks the customer on its own
-DEFAULT_SCOPES: tuple[Scope, ...] = ("diagnostics:read", "fixes:propose")
 
 
 def _no_nul(text: str) -> str:
@@ -317,7 +316,6 @@ Message = Annotated[
 ]
 
 __all__ = [
-    "DEFAULT_SCOPES",
     "Ack",
     "AgentInfo",
     "Auth",
@@ -339,7 +337,6 @@ __all__ = [
     "Reply",
     "Result",
     "Resume",
-    "Scope",
     "SessionStarted",
     "Technician",
     "TicketRef",

@@ -1,4 +1,4 @@
-"""Pure functions for the agent's Ed25519 identity and the challenge transcripts.
+"""Pure functions for the agent's Ed25519 identity, the challenge transcripts and the pin.
 
 A signature proves possession of a key *for this controller*: the signed transcript binds
 the purpose, the controller's random challenge and the SHA-256 of the TLS certificate the
@@ -37,6 +37,38 @@ def b64d(text: str) -> bytes:
 def cert_fingerprint(der: bytes) -> str:
     """The pin format: lowercase hex SHA-256 of the DER certificate."""
     return hashlib.sha256(der).hexdigest()
+
+
+class PinMismatch(Exception):
+    """The controller presented a certificate other than the pinned one."""
+
+    #: what the customer at an agent can do about it (the default message)
+    AGENT_ADVICE: Final = (
+        "If the controller was re-installed, ask its admin for a new agent config; "
+        "otherwise someone may be intercepting the connection."
+    )
+
+    def __init__(self, expected: str, actual: str) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(self.explain(self.AGENT_ADVICE))
+
+    def explain(self, advice: str) -> str:
+        """The mismatch, both fingerprints, and ``advice`` fitted to whoever reads it."""
+        return (
+            "the controller's TLS certificate does not match the pinned fingerprint\n"
+            f"  pinned:    sha256:{self.expected}\n"
+            f"  presented: sha256:{self.actual}\n"
+            f"Refusing to talk to it. {advice}"
+        )
+
+
+def check_pin(der: bytes | None, pin: str) -> str:
+    """The fingerprint of the peer's certificate ``der``; :class:`PinMismatch` unless ``pin``."""
+    actual = cert_fingerprint(der) if der else "(no certificate)"
+    if actual != pin:
+        raise PinMismatch(pin, actual)
+    return actual
 
 
 def normalise_pin(pin: str) -> str:

@@ -25,6 +25,7 @@ PRIORITIES: Final[tuple[Priority, ...]] = get_args(Priority)
 #: what a customer can grant a technician in a session
 Scope = Literal["diagnostics:read", "fixes:propose"]
 SCOPES: Final[tuple[Scope, ...]] = get_args(Scope)
+#: what a join asks for; every fix proposal still asks the customer on its own
 DEFAULT_SCOPES: Final[tuple[Scope, ...]] = ("diagnostics:read", "fixes:propose")
 
 #: where a ticket is in its lifecycle (controller/tickets/lifecycle.py has the table)

@@ -42,7 +42,7 @@ LOGIN_PIN_ADVICE = (
 
 def run_client(home: Path | None, work: Callable[[Connection], Awaitable[T]]) -> T:
     """Connect to the controller, authenticate, run ``work``; map failures to exit codes."""
-    from agent.tls import PinMismatch
+    from protocol.signing import PinMismatch
 
     async def main() -> T:
         settings = load_client_settings(home)

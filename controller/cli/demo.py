@@ -20,9 +20,9 @@ from typing import Any
 from rich.markup import escape
 
 from controller.cli.output import stderr, stdout
+from controller.cli.render import render_diagnostics
 from controller.client import ClientError, Connection, load_client_settings
 from controller.home import ControllerHome
-from controller.render import render_diagnostics
 from controller.setup import initialise
 
 

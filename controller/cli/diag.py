@@ -48,7 +48,7 @@ def _split(only: str | None) -> list[str] | None:
     names = [name.strip() for name in only.split(",") if name.strip()]
     if not names:
         fail("bad_request", "--only needs collector names, e.g. --only disk,network")
-    from agent.collectors import canonical
+    from protocol.collectors import canonical
 
     try:
         canonical(names)
@@ -85,7 +85,7 @@ def run(
     as_json: JsonOpt = False,
 ) -> None:
     """Take a diagnostics snapshot on the ticket's agent, attach it, show the findings."""
-    from controller.render import render_diagnostics
+    from controller.cli.render import render_diagnostics
 
     if list_:
         _list_collectors(as_json)
@@ -136,7 +136,7 @@ def diff(
     as_json: JsonOpt = False,
 ) -> None:
     """Compare two diagnostics snapshots of a ticket (the last two by default)."""
-    from controller.render import render_diff
+    from controller.cli.render import render_diff
 
     params: dict[str, Any] = {"ticket": ticket}
     if from_ is not None:

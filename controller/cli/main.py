@@ -124,7 +124,7 @@ def serve(
 
     from controller import logs
     from controller.home import ControllerHome, HomeError, HomeInUse, parse_listen
-    from controller.server import run_server
+    from controller.serve import run_server
 
     debug = bool(os.environ.get("HELPLINE_DEBUG"))
     try:
@@ -203,7 +203,7 @@ def login(
         async with Connection(settings) as connection:
             return await connection.request(Whoami())
 
-    from agent.tls import PinMismatch
+    from protocol.signing import PinMismatch
 
     try:
         me = asyncio.run(check())

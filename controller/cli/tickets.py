@@ -255,7 +255,7 @@ def ticket_show(ticket: TicketArg, home: HomeOpt = None, as_json: JsonOpt = Fals
 
 
 def _render_ticket(d: TicketDetail) -> None:
-    from controller.render import render_diagnostics
+    from controller.cli.render import render_diagnostics
 
     stdout.print(f"[bold]T-{d.id}[/]  {shown(d.title)}")
     contact = f" ({shown(d.contact)})" if d.contact else ""

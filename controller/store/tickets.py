@@ -23,8 +23,8 @@ from controller.store.atomic import atomic_methods
 from controller.store.engine import StoreBase, utc
 from controller.store.events import TicketEvent, append_event, event_from
 from controller.store.schema import TicketEventRow, TicketLinkRow, TicketRatingRow, TicketRow
+from protocol.vocabulary import PRIORITIES
 
-PRIORITIES: Final = frozenset({"P1", "P2", "P3", "P4"})
 #: columns a ``Change`` may set
 TICKET_FIELDS: Final = frozenset(
     {

@@ -12,9 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from controller.store.atomic import atomic_methods
 from controller.store.engine import StoreBase, utc
 from controller.store.schema import CodeRow, TicketRow, UserRow
-
-ROLES: Final = frozenset({"admin", "technician", "auditor"})
-LEVELS: Final = frozenset({"L1", "L2", "L3"})
+from protocol.vocabulary import ROLES, STAFF_LEVELS
 
 
 @dataclass(frozen=True)
@@ -199,8 +197,8 @@ class UserStore(StoreBase):
 def _check_role(role: str, level: str | None) -> None:
     if role not in ROLES:
         raise ValueError(f"role must be one of {sorted(ROLES)}, not {role!r}")
-    if role == "technician" and level not in LEVELS:
-        raise ValueError(f"a technician needs a level of {sorted(LEVELS)}, not {level!r}")
+    if role == "technician" and level not in STAFF_LEVELS:
+        raise ValueError(f"a technician needs a level of {sorted(STAFF_LEVELS)}, not {level!r}")
     if role != "technician" and level is not None:
         raise ValueError(f"only technicians have a level; {role} was given {level!r}")
 

@@ -22,15 +22,13 @@ import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from pathlib import Path
+from typing import Any, Final, Protocol
 
 from controller.store import Article, Change, Store, Ticket, TicketEvent, User
 from controller.tickets import lifecycle, sla, webhooks
 from controller.tickets.lifecycle import Action, State, TransitionError
 from protocol.vocabulary import CHANNELS
-
-if TYPE_CHECKING:
-    from controller.server import Controller
 
 log = logging.getLogger("helpline.tickets")
 
@@ -94,12 +92,12 @@ class TicketDesk:
         self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
-    def for_controller(cls, controller: Controller) -> TicketDesk:
-        """The desk of a controller: ``HOME/sla.toml`` (or the built-in policy)."""
-        policy = sla.load_policy(controller.home.path / "sla.toml")
+    def for_home(cls, home: Path, store: Store, *, audit: Audit) -> TicketDesk:
+        """The desk of a controller home: ``HOME/sla.toml`` (or the built-in policy)."""
+        policy = sla.load_policy(home / "sla.toml")
         for warning in policy.warnings:
             log.warning("SLA policy: %s", warning)
-        return cls(controller.store, policy, audit=controller.audit)
+        return cls(store, policy, audit=audit)
 
     async def start(self) -> None:
         """Start the webhook worker and the SLA monitor."""

@@ -27,8 +27,7 @@ from __future__ import annotations
 import enum
 from typing import Final
 
-from protocol.vocabulary import STAFF_LEVELS as STAFF
-from protocol.vocabulary import TICKET_LEVELS
+from protocol.vocabulary import STAFF_LEVELS, TICKET_LEVELS
 
 
 class State(enum.StrEnum):
@@ -97,8 +96,6 @@ _HINTS: Final[dict[tuple[State, Action], str]] = {
 }
 
 LEVELS: Final = TICKET_LEVELS
-#: levels a technician can hold; L4 is the vendor, outside the team
-STAFF_LEVELS: Final = STAFF
 
 
 class TransitionError(ValueError):
@@ -137,9 +134,11 @@ def describe(state: State | str) -> str:
 
 def level_rank(level: str) -> int:
     """L1 → 1 … L4 → 4; ValueError for anything else, naming the levels there are."""
-    if level not in LEVELS:
-        raise ValueError(f"there is no support level {level!r}: levels are {', '.join(LEVELS)}")
-    return LEVELS.index(level) + 1
+    if level not in TICKET_LEVELS:
+        raise ValueError(
+            f"there is no support level {level!r}: levels are {', '.join(TICKET_LEVELS)}"
+        )
+    return TICKET_LEVELS.index(level) + 1
 
 
 def may_work(user_role: str, user_level: str | None, ticket_level: str) -> bool:

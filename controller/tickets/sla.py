@@ -39,8 +39,8 @@ from typing import Any, Final
 from controller import durations
 from controller.store import Ticket, TicketEvent
 from controller.tickets import calendar as cal
-from controller.tickets.lifecycle import CLOCK_RUNS, LEVELS, State
-from protocol.vocabulary import PRIORITIES, SlaStatus
+from controller.tickets.lifecycle import CLOCK_RUNS, State
+from protocol.vocabulary import PRIORITIES, TICKET_LEVELS, SlaStatus
 
 EXAMPLE: Final = "sla.example.toml"
 
@@ -349,7 +349,7 @@ def parse_policy(text: str, source: str) -> Policy:
                     f"{hours} h of {name!r} working time, not {raw[key]} of working days"
                 )
         escalate = raw.get("escalate_at_risk")
-        if escalate is not None and escalate not in LEVELS[1:3]:
+        if escalate is not None and escalate not in TICKET_LEVELS[1:3]:
             raise where.error(
                 section,
                 "escalate_at_risk",

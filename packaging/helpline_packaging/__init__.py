@@ -1,8 +1,8 @@
 """How the agent reaches a customer: the single-file agent (.pyz) and the .deb.
 
-Both are built from the same tree, :mod:`helpline_packaging.bundle`: ``agent/`` and
-``protocol/`` plus the installed distributions they need at run time, nothing from
-``controller/``. :mod:`~helpline_packaging.pyz` wraps it in a zipapp whose bootstrap
+Both are built from the same tree, :mod:`helpline_packaging.bundle`: ``agent/``,
+``protocol/`` and ``transport/`` plus the installed distributions they need at run time,
+nothing from ``controller/``. :mod:`~helpline_packaging.pyz` wraps it in a zipapp whose bootstrap
 (:mod:`~helpline_packaging.bootstrap`) checks it and unpacks it into a private cache;
 :mod:`~helpline_packaging.deb` lays it out under ``/usr/lib/helpline-agent`` with a
 launcher (:mod:`~helpline_packaging.launcher`), a hardened systemd unit and maintainer

@@ -1,4 +1,4 @@
-"""What the agent carries: ``agent/``, ``protocol/`` and their run-time dependencies.
+"""What the agent carries: ``agent/``, ``protocol/``, ``transport/`` and their dependencies.
 
 The dependency set is not a hand-kept list of files: it is the closure of the agent's
 direct requirements over the metadata of the distributions installed next to the running
@@ -46,7 +46,7 @@ LEFT_OUT: Final = {
 }
 
 #: Our packages, copied from where they are imported from.
-AGENT_PACKAGES: Final = ("agent", "protocol")
+AGENT_PACKAGES: Final = ("agent", "protocol", "transport")
 
 #: Environment variable that makes typer run without rich; the launchers set it.
 PLAIN_TYPER_ENV: Final = ("TYPER_USE_RICH", "0")

@@ -5,7 +5,7 @@ Layout of ``helpline-agent.pyz``::
     #!/usr/bin/env python3               shebang, so `./helpline-agent.pyz` works too
     __main__.py                          the bootstrap, with the manifest's SHA-256 in it
     helpline-agent.manifest.json         target, entry point, SHA-256 of every payload file
-    lib/agent/…  lib/protocol/…          our code, plus lib/agent/bundled.toml (the config)
+    lib/agent/… protocol/… transport/…  our code, plus lib/agent/bundled.toml (the config)
     lib/<dependency>/…                   the run-time dependencies (bundle.LEFT_OUT: not)
 
 and beside it ``helpline-agent.pyz.sha256`` in ``sha256sum`` format. Entries are sorted and

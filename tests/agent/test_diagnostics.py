@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from agent import diagnostics
-from agent.collectors import ALIASES, CATALOGUE, COLLECTORS, canonical
 from agent.collectors._common import Context
 from agent.diagnostics import collect_snapshot
+from protocol.collectors import ALIASES, CATALOGUE, COLLECTORS, canonical
 
 
 @pytest.fixture(scope="module")

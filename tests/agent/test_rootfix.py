@@ -1,7 +1,7 @@
 """The root helper (agent.rootfix) over a real Unix socket, with real signed bundles.
 
 The helper's checks run here in-process, served by :func:`rootfix.serve` on a socket in a
-temporary directory; the client is the agent's own :func:`rootfix.run_as_root`. The helper
+temporary directory; the client is the agent's own :func:`fixes.run_as_root`. The helper
 started from the installed .deb, with a real unprivileged agent, is in
 tests/packaging/test_deb.py.
 """
@@ -71,7 +71,7 @@ async def helper(tmp_path: Path, helper_settings: rootfix.Settings) -> AsyncIter
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await rootfix.serve(reader, writer, helper_settings)
 
-    server = await asyncio.start_unix_server(handle, path=path, limit=rootfix.MAX_LINE)
+    server = await asyncio.start_unix_server(handle, path=path, limit=fixes.ROOT_HELPER_MAX_LINE)
     async with server:
         yield path
 
@@ -90,7 +90,7 @@ def ask(
 
     async def scenario() -> dict[str, Any]:
         async with helper(tmp_path, helper_settings or settings(tmp_path)) as path:
-            return await rootfix.run_as_root(
+            return await fixes.run_as_root(
                 path,
                 proposal(fix_id, params, signed=signed or SIGNED),
                 consent=consent,
@@ -199,7 +199,7 @@ def test_hanging_up_kills_the_running_fix(tmp_path: Path) -> None:
 
         async with helper(tmp_path, settings(tmp_path)) as path:
             task = asyncio.create_task(
-                rootfix.run_as_root(
+                fixes.run_as_root(
                     path,
                     proposal("test.linger", signed=SIGNED),
                     consent="customer",
@@ -223,7 +223,7 @@ def test_hanging_up_kills_the_running_fix(tmp_path: Path) -> None:
 
 
 async def _whoami_via(path: str) -> dict[str, Any]:
-    return await rootfix.run_as_root(
+    return await fixes.run_as_root(
         path,
         proposal("test.whoami", signed=SIGNED),
         consent="customer",

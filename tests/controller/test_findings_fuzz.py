@@ -125,7 +125,7 @@ def test_the_technicians_view_never_raises(before: Any, after: Any) -> None:
 
     from rich.console import Console
 
-    from controller.render import render_diagnostics, render_diff
+    from controller.cli.render import render_diagnostics, render_diff
 
     console = Console(file=io.StringIO(), width=100)
     for snapshot in (before, after):

@@ -10,15 +10,14 @@ from typing import Any
 from rich.console import Console
 
 from agent.diagnostics import collect_snapshot
-from controller.findings import compare, evaluate
-from controller.render import (
-    humanize_bytes,
-    humanize_duration,
+from controller.cli.render import (
     render_diagnostics,
     render_diff,
     render_findings,
     render_snapshot,
 )
+from controller.findings import compare, evaluate
+from controller.units import humanize_bytes, humanize_duration
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "snapshots"
 

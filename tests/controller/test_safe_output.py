@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from controller.cli.output import SafeConsole
-from controller.render import render_diagnostics
+from controller.cli.render import render_diagnostics
 from protocol.text import SafeLogFormatter
 
 CLIPBOARD = "\x1b]52;c;ZXZpbA==\x07"

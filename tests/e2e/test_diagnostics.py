@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.collectors import COLLECTORS
+from protocol.collectors import COLLECTORS
 from tests.conftest import scaled
 from tests.e2e.conftest import Controller, wait_until
 

@@ -71,7 +71,7 @@ def test_it_carries_the_agent_its_dependencies_and_the_controller_config_only(
     assert sorted(manifest["files"]) == sorted(payload)
 
     top = {name.split("/")[0] for name in payload}
-    expected = {"agent", "protocol"}
+    expected = {"agent", "protocol", "transport"}
     for dependency in pyz["dependencies"]:
         dist = importlib.metadata.distribution(dependency["name"])
         expected |= {str(f).split("/")[0] for f in dist.files or () if not str(f).startswith("..")}

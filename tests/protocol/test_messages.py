@@ -11,7 +11,6 @@ from pydantic import BaseModel, ValidationError
 
 from protocol import PROTOCOL_VERSION
 from protocol.messages import (
-    DEFAULT_SCOPES,
     AgentInfo,
     ConsentAnswer,
     ConsentRequest,
@@ -24,6 +23,7 @@ from protocol.messages import (
     SessionStarted,
     new_id,
 )
+from protocol.vocabulary import DEFAULT_SCOPES
 from tests.protocol.wire import AGENT_INFO, AGENT_PUBLIC, CHALLENGE, NOW, SAMPLES, TICKET
 
 MODELS: list[type[BaseModel]] = list(typing.get_args(typing.get_args(Message)[0]))

@@ -16,7 +16,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from protocol import codec, signing
 from protocol.machine import Machine
 from protocol.messages import (
-    DEFAULT_SCOPES,
     Ack,
     AgentInfo,
     Auth,
@@ -43,6 +42,7 @@ from protocol.messages import (
     TicketRef,
 )
 from protocol.session import AgentSession, ControllerSession
+from protocol.vocabulary import DEFAULT_SCOPES
 
 NOW = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
 LATER = NOW + timedelta(hours=1)

@@ -8,6 +8,7 @@ import pytest
 
 from controller.tickets import sla
 from controller.tickets.sla import PolicyError
+from protocol.vocabulary import PRIORITIES
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # Monday 10:00 in Berlin
 GOOD = """\
@@ -27,7 +28,7 @@ resolution = "8h"
 
 def test_the_packaged_example_is_a_valid_policy() -> None:
     policy = sla.load_policy(None)
-    assert set(policy.targets) == set(sla.PRIORITIES)
+    assert set(policy.targets) == set(PRIORITIES)
     assert policy.target("P1") is not None
     assert policy.calendars["office"].is_holiday(datetime(2027, 12, 25).date())
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio.sslproto
-import hashlib
 import ssl
 from typing import TYPE_CHECKING, Any, Final
+
+from protocol import signing
 
 if TYPE_CHECKING:
     from websockets.asyncio.client import ClientConnection
@@ -22,30 +23,6 @@ def lean_tls_buffers() -> None:
     protocol = asyncio.sslproto.SSLProtocol
     if getattr(protocol, "max_size", 0) > TLS_READ_BUFFER:
         protocol.max_size = TLS_READ_BUFFER
-
-
-class PinMismatch(Exception):
-    """The controller presented a certificate other than the pinned one."""
-
-    #: what the customer at an agent can do about it (the default message)
-    AGENT_ADVICE: Final = (
-        "If the controller was re-installed, ask its admin for a new agent config; "
-        "otherwise someone may be intercepting the connection."
-    )
-
-    def __init__(self, expected: str, actual: str) -> None:
-        self.expected = expected
-        self.actual = actual
-        super().__init__(self.explain(self.AGENT_ADVICE))
-
-    def explain(self, advice: str) -> str:
-        """The mismatch, both fingerprints, and ``advice`` fitted to whoever reads it."""
-        return (
-            "the controller's TLS certificate does not match the pinned fingerprint\n"
-            f"  pinned:    sha256:{self.expected}\n"
-            f"  presented: sha256:{self.actual}\n"
-            f"Refusing to talk to it. {advice}"
-        )
 
 
 def pinned_client_context() -> ssl.SSLContext:
@@ -65,12 +42,9 @@ def pinned_client_context() -> ssl.SSLContext:
 
 
 def check_pin(ssl_object: ssl.SSLObject | ssl.SSLSocket | None, pin: str) -> str:
-    """Return the peer certificate's SHA-256; raise :class:`PinMismatch` unless it is ``pin``."""
+    """The peer certificate's SHA-256; :class:`~protocol.signing.PinMismatch` unless ``pin``."""
     der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-    actual = hashlib.sha256(der).hexdigest() if der else "(no certificate)"
-    if actual != pin:
-        raise PinMismatch(pin, actual)
-    return actual
+    return signing.check_pin(der, pin)
 
 
 def pinned_connection(pin: str) -> type[ClientConnection]:
@@ -80,8 +54,8 @@ def pinned_connection(pin: str) -> type[ClientConnection]:
     transport only once the TLS handshake is complete, and websockets writes nothing until
     it calls :meth:`handshake`; checking there means a server with another certificate
     never sees the HTTP upgrade (path, ``Host``, ``Sec-WebSocket-Key``, ``User-Agent``).
-    :class:`PinMismatch` propagates out of ``connect`` unchanged, after websockets has
-    aborted the transport.
+    :class:`~protocol.signing.PinMismatch` propagates out of ``connect`` unchanged, after
+    websockets has aborted the transport.
     """
     from websockets.asyncio.client import ClientConnection
 

@@ -17,11 +17,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from controller.units import MISSING, humanize_bytes, humanize_duration
 from protocol.text import one_line
 
 WARN_PERCENT = 80.0
 CRIT_PERCENT = 90.0
-_MISSING = "—"
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
 _MAX_LOG_LINES = 5
 
@@ -295,13 +295,13 @@ def _disks_table(disks: Mapping[str, Any]) -> Table:
     table.add_column("Use", justify="right")
     table.add_column("Inodes", justify="right")
     for part in _rows(disks.get("partitions")):
-        mount = Text(_str(part.get("mountpoint")) or _MISSING)
+        mount = Text(_str(part.get("mountpoint")) or MISSING)
         if part.get("readonly") is True:
             mount.append(" (ro)", style="dim")
         table.add_row(
             mount,
-            Text(_str(part.get("device")) or _MISSING),
-            Text(_str(part.get("fstype")) or _MISSING),
+            Text(_str(part.get("device")) or MISSING),
+            Text(_str(part.get("fstype")) or MISSING),
             humanize_bytes(_num(part.get("used"))),
             humanize_bytes(_num(part.get("total"))),
             _percent_text(_num(part.get("percent"))),
@@ -325,7 +325,7 @@ def _services_table(failed: list[Mapping[str, Any]]) -> Table:
     table.add_column("Description")
     for unit in failed:
         table.add_row(
-            Text(_str(unit.get("unit")) or _MISSING, style="red"),
+            Text(_str(unit.get("unit")) or MISSING, style="red"),
             Text(f"{_str(unit.get('active')) or '?'}/{_str(unit.get('sub')) or '?'}"),
             Text(_str(unit.get("description")) or ""),
         )
@@ -346,11 +346,11 @@ def _process_table(title: str, rows: list[Mapping[str, Any]]) -> Table:
         cpu = _num(proc.get("cpu_seconds"))
         now = _num(proc.get("cpu_percent"))
         table.add_row(
-            f"{pid:.0f}" if pid is not None else _MISSING,
-            Text(_str(proc.get("name")) or _MISSING),
-            Text(_str(proc.get("username")) or _MISSING),
-            f"{now:.0f} %" if now is not None else _MISSING,
-            humanize_duration(cpu) if cpu is not None else _MISSING,
+            f"{pid:.0f}" if pid is not None else MISSING,
+            Text(_str(proc.get("name")) or MISSING),
+            Text(_str(proc.get("username")) or MISSING),
+            f"{now:.0f} %" if now is not None else MISSING,
+            humanize_duration(cpu) if cpu is not None else MISSING,
             humanize_bytes(_num(proc.get("rss"))),
             Text(_str(proc.get("cmdline")) or ""),
         )
@@ -433,8 +433,8 @@ def render_diff(console: Console, diff: Mapping[str, Any]) -> None:
         else:
             table.add_row(
                 Text(_str(change.get("label")) or "?"),
-                Text(_str(change.get("before_text")) or _MISSING),
-                Text(_str(change.get("after_text")) or _MISSING),
+                Text(_str(change.get("before_text")) or MISSING),
+                Text(_str(change.get("after_text")) or MISSING),
             )
     console.print(table)
 
@@ -442,36 +442,9 @@ def render_diff(console: Console, diff: Mapping[str, Any]) -> None:
 # -- formatting --------------------------------------------------------------------------
 
 
-def humanize_bytes(value: float | None) -> str:
-    """1536 -> "1.5 KiB"; None -> a dash."""
-    if value is None or value < 0:
-        return _MISSING
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if value < 1024 or unit == "PiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def humanize_duration(seconds: float) -> str:
-    """90061 -> "1 d 1 h"; 42.5 -> "42.5 s": the two largest units are enough to read."""
-    if seconds < 60:
-        return (
-            f"{seconds:.1f} s" if seconds < 10 and seconds != int(seconds) else f"{seconds:.0f} s"
-        )
-    whole = int(seconds)
-    days, rest = divmod(whole, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    units = [(days, "d"), (hours, "h"), (minutes, "min"), (secs, "s")]
-    first = next(i for i, (amount, _) in enumerate(units) if amount)
-    shown = [f"{amount} {unit}" for amount, unit in units[first : first + 2] if amount]
-    return " ".join(shown)
-
-
 def _percent_text(percent: float | None) -> Text:
     if percent is None:
-        return Text(_MISSING)
+        return Text(MISSING)
     style = "red" if percent >= CRIT_PERCENT else "yellow" if percent >= WARN_PERCENT else ""
     return Text(f"{percent:.1f} %", style=style)
 
