@@ -58,8 +58,8 @@ def parse_ws_url(url: str) -> tuple[str, int]:
 
 
 def parse_duration(text: str) -> int:
-    """``90``, ``30s``, ``10m``, ``1h30m``, ``2d`` to seconds (:mod:`controller.durations`)."""
-    from controller.durations import parse_seconds
+    """``90``, ``30s``, ``10m``, ``1h30m``, ``2d`` to seconds (:mod:`protocol.durations`)."""
+    from protocol.durations import parse_seconds
 
     return parse_seconds(text)
 

@@ -1,7 +1,7 @@
 """The controller's API: the ``/api`` endpoint and one handler module per noun.
 
 ``registry`` declares handlers with their call models and roles; ``endpoint`` authenticates
-connections and dispatches through it; ``users``, ``sessions``, … hold the handlers.
+connections and dispatches through it; ``audit``, ``users``, ``sessions``, … hold the handlers.
 Importing this package registers every handler.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 # the calls not yet on call models, from the modules that still hold them
 from controller import diag_api, fixes_api, tickets_api
-from controller.api import reports, sessions, tickets, users
+from controller.api import audit, reports, sessions, tickets, users
 from controller.api.endpoint import Api
 from controller.api.params import (
     attachment_json,
@@ -19,7 +19,6 @@ from controller.api.params import (
     parse_ticket_id,
     required_text,
     session_json,
-    whole_number,
 )
 from controller.api.registry import ROUTES, ApiError, Caller, utcnow
 from controller.api.registry import LegacyHandler as Handler
@@ -39,6 +38,7 @@ __all__ = [
     "Caller",
     "Handler",
     "attachment_json",
+    "audit",
     "diag_api",
     "fixes_api",
     "optional_text",
@@ -53,5 +53,4 @@ __all__ = [
     "tickets_api",
     "users",
     "utcnow",
-    "whole_number",
 ]

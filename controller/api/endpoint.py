@@ -21,13 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
 from controller import logs
-from controller.api.params import (
-    optional_text,
-    parse_since,
-    parse_ticket_id,
-    required_text,
-    whole_number,
-)
+from controller.api.params import parse_ticket_id
 from controller.api.registry import (
     ROUTES,
     ApiError,
@@ -334,140 +328,6 @@ class Api:
             raise ApiError("not_found", f"there is no ticket T-{ticket_id}")
         return ticket
 
-    # -- calls not yet on a call model (audit.*) ----------------------------------
-
-    async def audit_list(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
-        ticket = parse_ticket_id(params["ticket"]) if params.get("ticket") else None
-        since_text = optional_text(params, "since", limit=100)
-        since = parse_since(since_text) if since_text else None
-        from controller.audit import EVENT_TYPES, ROUTINE_TYPES, match_types
-
-        types = None
-        type_pattern = optional_text(params, "type", limit=1000)
-        if type_pattern:
-            # a type no longer written still names its old events
-            known = EVENT_TYPES | await self.store.audit_types()
-            try:
-                types = match_types(type_pattern, known)
-            except ValueError as exc:
-                raise ApiError("bad_request", str(exc)) from None
-        events = await self.store.audit_events(
-            types=types,
-            hide_types=() if params.get("all") or types is not None else ROUTINE_TYPES,
-            ticket_id=ticket,
-            session_id=optional_text(params, "session", limit=100),
-            actor=optional_text(params, "actor", limit=200),
-            since=since,
-            limit=whole_number(params, "limit", 1000, 1, 100_000),
-        )
-        return [
-            {
-                "seq": e.id,
-                "at": e.at.isoformat(),
-                "type": e.type,
-                "actor": e.actor,
-                "role": e.role,
-                "source": e.source,
-                "ticket": f"T-{e.ticket_id}" if e.ticket_id else None,
-                "session": e.session_id,
-                "agent": e.agent_id,
-                "details": e.details,
-            }
-            for e in events
-        ]
-
-    async def audit_verify(
-        self, caller: Caller, params: dict[str, Any], progress: Callable[[str], Awaitable[None]]
-    ) -> Any:
-        await progress("walking the audit chain")
-        report = await self.controller.audit_log.verify()
-        await self.controller.audit(
-            "audit.verified",
-            actor=caller.user.name,
-            role=caller.user.role,
-            source=caller.source,
-            details={"ok": report.ok, "events": report.events, "problem": report.problem},
-        )
-        return {**report.as_json(), "signing": self.controller.audit_log.status()}
-
-    async def audit_accept(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
-        from controller.audit import AuditNothingToAccept, AuditTampered
-
-        reason = required_text(params, "reason", limit=500)
-        try:
-            accepted = await self.controller.audit_log.accept(
-                actor=caller.user.name, role=caller.user.role, source=caller.source, reason=reason
-            )
-        except AuditNothingToAccept as exc:
-            raise ApiError("conflict", str(exc)) from None
-        except AuditTampered as exc:
-            raise ApiError("tampered", str(exc)) from None
-        checkpoint = accepted["checkpoint"]
-        return {
-            "accepted_seq": accepted["accepted"],
-            "problem": accepted["problem"],
-            "signed_seq": checkpoint.seq if checkpoint is not None else None,
-        }
-
-    async def audit_pubkey(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
-        from controller.audit import public_text
-
-        return {"public_key": public_text(self.controller.audit_log.key.public_key())}
-
-    async def audit_export(self, caller: Caller, params: dict[str, Any], _p: Any) -> Any:
-        from controller import auditchain
-
-        after = params.get("after", 0)
-        until = params.get("until")
-        limit = params.get("limit", 5000)
-        if not isinstance(after, int) or not isinstance(limit, int) or not 1 <= limit <= 20_000:
-            raise ApiError("bad_request", "after and limit must be whole numbers")
-        page: dict[str, Any] = {}
-        if after == 0:
-            # the export covers the chain as it is now, under a fresh checkpoint
-            from controller.audit import AuditTampered
-
-            log = self.controller.audit_log
-            try:
-                await log.checkpoint()
-            except AuditTampered as exc:
-                raise ApiError("tampered", str(exc)) from None
-            seq, head = await self.store.audit_head()
-            until = seq
-            # checkpoints an admin's acceptance set aside stay out: the export verifies alone
-            superseded = await log.superseded()
-            checkpoints = [
-                c
-                for c in await self.store.audit_checkpoints()
-                if c.seq <= seq and (c.seq, c.head) not in superseded
-            ]
-            page["header"] = auditchain.export_header(
-                log.key,
-                controller=self.controller.name,
-                exported_at=utcnow(),
-                head_seq=seq,
-                head=head,
-                checkpoints=checkpoints,
-            )
-            page["checkpoints"] = [c.as_json() for c in checkpoints]
-            await self.controller.audit(
-                "audit.exported",
-                actor=caller.user.name,
-                role=caller.user.role,
-                source=caller.source,
-                details={"head_seq": seq},
-            )
-        if not isinstance(until, int):
-            raise ApiError("bad_request", "until is required after the first page")
-        links = await self.store.audit_links(
-            after, min(limit, max(until - after, 0)), check_columns=False
-        )
-        page["until"] = until
-        page["links"] = [
-            {"seq": x.seq, "prev": x.prev, "hash": x.hash, "record": x.record} for x in links
-        ]
-        return page
-
 
 class _AuthRefused(ProtocolError):
     code = "auth_failed"
@@ -475,17 +335,3 @@ class _AuthRefused(ProtocolError):
 
 def heavy_methods() -> list[str]:
     return sorted(route.method for route in ROUTES.routes.values() if route.heavy)
-
-
-_HEAVY = frozenset({"audit.verify", "audit.export", "audit.list"})
-_AUDIT = ("admin", "auditor")
-_ADMIN = ("admin",)
-
-for _method, _handler, _roles in (
-    ("audit.list", Api.audit_list, _AUDIT),
-    ("audit.verify", Api.audit_verify, _AUDIT),
-    ("audit.export", Api.audit_export, _AUDIT),
-    ("audit.pubkey", Api.audit_pubkey, _AUDIT),
-    ("audit.accept", Api.audit_accept, _ADMIN),
-):
-    ROUTES.legacy(_method, _handler, _roles, heavy=_method in _HEAVY)

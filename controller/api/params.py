@@ -49,14 +49,6 @@ def optional_text(params: dict[str, Any], key: str, *, limit: int = 500) -> str 
     return required_text(params, key, limit=limit)
 
 
-def whole_number(params: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
-    """An integer parameter within ``low``…``high`` (booleans are not numbers)."""
-    value = params.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ApiError("bad_request", f"{key} must be a whole number from {low} to {high}")
-    return value
-
-
 def session_json(session: Session, connected: bool) -> dict[str, Any]:
     return {
         "id": session.id,
@@ -87,9 +79,9 @@ def attachment_json(attachment: Attachment) -> dict[str, Any]:
 
 
 def parse_since(text: str, name: str = "since") -> datetime:
-    """An age (``30m``, ``24h``, ``7d``, ``1d12h``: :mod:`controller.durations`) ago, or an
+    """An age (``30m``, ``24h``, ``7d``, ``1d12h``: :mod:`protocol.durations`) ago, or an
     ISO-8601 time."""
-    from controller.durations import DurationError, parse_seconds
+    from protocol.durations import DurationError, parse_seconds
 
     if not text.isdigit():  # 20260401 is a basic-format ISO date, not an age in seconds
         try:

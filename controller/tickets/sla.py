@@ -36,10 +36,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
-from controller import durations
 from controller.store import Ticket, TicketEvent
 from controller.tickets import calendar as cal
 from controller.tickets.lifecycle import CLOCK_RUNS, State
+from protocol import durations
 from protocol.vocabulary import PRIORITIES, TICKET_LEVELS, SlaStatus
 
 EXAMPLE: Final = "sla.example.toml"
@@ -273,7 +273,7 @@ def example_text() -> str:
 
 def parse_duration(value: object) -> timedelta:
     """``"30m"``, ``"4h"``, ``"1h30m"``, ``"3d"`` to a positive timedelta (the one syntax
-    of :mod:`controller.durations`)."""
+    of :mod:`protocol.durations`)."""
     return durations.parse(value)
 
 

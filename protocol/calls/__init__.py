@@ -7,7 +7,17 @@ as the result type dumps it; docs/protocol.md lists them.
 
 from __future__ import annotations
 
-from protocol.calls import reports, sessions, tickets, users
+from protocol.calls import audit, reports, sessions, tickets, users
 from protocol.calls.base import CALLS, Call, Model, explain
 
-__all__ = ["CALLS", "Call", "Model", "explain", "reports", "sessions", "tickets", "users"]
+__all__ = [
+    "CALLS",
+    "Call",
+    "Model",
+    "audit",
+    "explain",
+    "reports",
+    "sessions",
+    "tickets",
+    "users",
+]

@@ -14,7 +14,8 @@ reply arrives. Every call class registers itself in :data:`CALLS` under its ``me
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 from annotated_types import GroupedMetadata
@@ -35,8 +36,19 @@ R = TypeVar("R")
 #: every call by method name, filled as the call modules are imported (``protocol.calls``)
 CALLS: dict[str, type[Call[Any]]] = {}
 
+
+@dataclass(frozen=True)
+class Doc:
+    """How docs/protocol.md names a field type (``python -m controller.api.doc``); pydantic
+    ignores it."""
+
+    text: str
+
+
 #: a time on the wire: ISO 8601 with its offset, as ``datetime.isoformat`` writes it
-Time = Annotated[datetime, PlainSerializer(lambda value: value.isoformat(), return_type=str)]
+Time = Annotated[
+    datetime, PlainSerializer(lambda value: value.isoformat(), return_type=str), Doc("time")
+]
 
 
 class Model(BaseModel):
@@ -166,6 +178,7 @@ def id_parser(prefix: str, what: str) -> Any:
         int,
         PlainValidator(parse, json_schema_input_type=str | int),
         PlainSerializer(lambda number: f"{prefix}-{number}", return_type=str),
+        Doc(f"{prefix}-N"),
     ]
 
 
@@ -173,3 +186,56 @@ def id_parser(prefix: str, what: str) -> Any:
 TicketId = id_parser("T", "a ticket")
 #: ``KB-3``, ``3`` or 3 on the way in; ``KB-3`` on the wire
 ArticleId = id_parser("KB", "an article")
+
+
+#: the oldest age ``since`` takes, so that "now minus the age" is always a time
+SINCE_MAX = timedelta(days=366_000)
+
+
+def _since(value: object) -> timedelta | datetime:
+    from protocol.durations import DurationError, parse_seconds
+
+    if isinstance(value, timedelta) and timedelta(0) < value <= SINCE_MAX:
+        return value
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.isdigit():  # 20260401 is a basic-format ISO date, not an age in seconds
+            try:
+                age = timedelta(seconds=parse_seconds(text))
+            except (DurationError, OverflowError):
+                pass
+            else:
+                if age <= SINCE_MAX:
+                    return age
+        try:
+            moment = datetime.fromisoformat(text)
+        except (ValueError, OverflowError):
+            pass
+        else:
+            return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "…"
+    raise ValueError(f"not a time or age: {shown} (an ISO time, or an age: 30m, 24h, 7d, 1d12h)")
+
+
+def _since_text(value: timedelta | datetime) -> str:
+    if isinstance(value, timedelta):
+        return f"{int(value.total_seconds())}s"
+    return value.isoformat()
+
+
+#: an age (``30m``, ``24h``, ``7d``, ``1d12h``: :mod:`protocol.durations`) or an ISO time
+#: (UTC unless it names its offset). An age stays an age on the wire: the controller's clock
+#: says what it is ago (:func:`since_moment`).
+Since = Annotated[
+    timedelta | datetime,
+    PlainValidator(_since, json_schema_input_type=str),
+    PlainSerializer(_since_text, return_type=str),
+    Doc("age or time"),
+]
+
+
+def since_moment(since: timedelta | datetime, now: datetime) -> datetime:
+    """The time a :data:`Since` names, with ``now`` as the clock."""
+    return now - since if isinstance(since, timedelta) else since

@@ -1,10 +1,10 @@
-"""The one duration syntax (controller/durations.py): pure, so tested without a clock."""
+"""The one duration syntax (protocol/durations.py): pure, so tested without a clock."""
 
 from __future__ import annotations
 
 import pytest
 
-from controller import durations
+from protocol import durations
 
 
 @pytest.mark.parametrize(
