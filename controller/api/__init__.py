@@ -9,7 +9,7 @@ from __future__ import annotations
 
 # the calls not yet on call models, from the modules that still hold them
 from controller import diag_api, fixes_api, tickets_api
-from controller.api import sessions, users
+from controller.api import kb, sessions, users, webhooks
 from controller.api.endpoint import Api
 from controller.api.params import (
     attachment_json,
@@ -41,6 +41,7 @@ __all__ = [
     "attachment_json",
     "diag_api",
     "fixes_api",
+    "kb",
     "optional_text",
     "parse_id",
     "parse_since",
@@ -51,5 +52,6 @@ __all__ = [
     "tickets_api",
     "users",
     "utcnow",
+    "webhooks",
     "whole_number",
 ]

@@ -166,3 +166,7 @@ def id_parser(prefix: str, what: str) -> Any:
 
 #: ``T-12``, ``12`` or 12 on the way in; ``T-12`` on the wire
 TicketId = id_parser("T", "a ticket")
+#: ``KB-3``, ``3`` or 3 on the way in; ``KB-3`` on the wire
+ArticleId = id_parser("KB", "an article")
+#: ``W-3``, ``3`` or 3 on the way in (results show a webhook's bare number, as the CLI takes it)
+WebhookId = id_parser("W", "a webhook")
