@@ -107,14 +107,14 @@ async def diag_run(api: Api, caller: Caller, params: dict[str, Any], progress: P
 
 async def _articles(api: Api, findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Knowledge-base articles written for these findings (or their suggested fixes)."""
-    from controller.tickets_api import article_json
+    from controller.api.kb import article_summary
 
     rules = sorted({str(f["rule"]) for f in findings})
     fixes = sorted({str(f["fix"]) for f in findings if f.get("fix")})
     if not rules:
         return []
     articles = await api.store.articles_for(findings=rules[:50], fixes=fixes[:50])
-    return [article_json(a, body=False) for a in articles]
+    return [article_summary(a).model_dump(mode="json") for a in articles]
 
 
 async def diag_diff(api: Api, caller: Caller, params: dict[str, Any], _p: Progress) -> Any:

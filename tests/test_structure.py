@@ -38,9 +38,6 @@ ALLOWED_CYCLE_EDGES: Final[dict[tuple[str, str], str]] = {
     ("controller.fixes_api", "controller.api"): (
         "legacy fixes.* and fix.run handlers take Api, ApiError, utcnow from the package"
     ),
-    ("controller.tickets_api", "controller.api"): (
-        "legacy ticket.*, kb.*, webhook.* handlers take Api, ApiError, parsers from the package"
-    ),
 }
 
 #: What ``protocol/`` may not import: sockets, TLS, the event loop, processes, files,
@@ -305,7 +302,6 @@ VOCABULARY_SPELLED_OUT: Final[dict[str, str]] = {
     "controller/api/registry.py": "ANYONE lists every role: could be frozenset(ROLES)",
     "controller/diag_api.py": "legacy role tuples; go when diag.* move to the registry",
     "controller/fixes_api.py": "legacy role tuples; go when fixes.* move to the registry",
-    "controller/tickets_api.py": "legacy role tuples; go when ticket.* move to the registry",
 }
 
 

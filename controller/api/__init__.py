@@ -8,8 +8,8 @@ Importing this package registers every handler.
 from __future__ import annotations
 
 # the calls not yet on call models, from the modules that still hold them
-from controller import diag_api, fixes_api, tickets_api
-from controller.api import audit, reports, sessions, tickets, users
+from controller import diag_api, fixes_api
+from controller.api import audit, kb, reports, sessions, tickets, users, webhooks
 from controller.api.endpoint import Api
 from controller.api.params import (
     attachment_json,
@@ -23,7 +23,7 @@ from controller.api.params import (
 from controller.api.registry import ROUTES, ApiError, Caller, utcnow
 from controller.api.registry import LegacyHandler as Handler
 
-for _table in (diag_api.METHODS, fixes_api.METHODS, tickets_api.TICKET_METHODS):
+for _table in (diag_api.METHODS, fixes_api.METHODS):
     for _method, (_handler, _roles) in _table.items():
         ROUTES.legacy(_method, _handler, _roles)
 
@@ -41,6 +41,7 @@ __all__ = [
     "audit",
     "diag_api",
     "fixes_api",
+    "kb",
     "optional_text",
     "parse_id",
     "parse_since",
@@ -50,7 +51,8 @@ __all__ = [
     "session_json",
     "sessions",
     "tickets",
-    "tickets_api",
     "users",
     "utcnow",
+    "webhooks",
+    "whole_number",
 ]

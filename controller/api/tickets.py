@@ -10,21 +10,18 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from controller.api.kb import article_info, article_summary
 from controller.api.registry import ANYONE, ROUTES, WORKERS, ApiError, Context, utcnow
 from controller.api.sessions import session_info
+from controller.api.webhooks import delivery_info
 from controller.findings import count_by_severity, evaluate
-from controller.store import Article as StoredArticle
 from controller.store import Attachment as StoredAttachment
 from controller.store import Ticket, TicketEvent
 from controller.tickets import lifecycle, sla
 from controller.tickets.desk import DeskError, Who
-from controller.tickets_api import delivery_json
 from protocol.calls.tickets import (
-    Article,
-    ArticleSummary,
     Attachment,
     Clock,
-    Delivery,
     DiagnosticsAttachment,
     LinkedTicket,
     Rating,
@@ -161,22 +158,6 @@ def _attachment(attachment: StoredAttachment) -> Attachment:
     )
 
 
-def article_summary(article: StoredArticle) -> ArticleSummary:
-    return ArticleSummary(
-        id=article.id,
-        title=article.title,
-        ticket=article.ticket_id or None,
-        author=article.author,
-        created_at=article.created_at,
-        findings=tuple(article.findings),
-        fixes=tuple(article.fixes),
-    )
-
-
-def _article(article: StoredArticle) -> Article:
-    return Article(**article_summary(article).model_dump(), body=article.body)
-
-
 # -- reading -------------------------------------------------------------------------------
 
 
@@ -249,10 +230,7 @@ async def ticket_show(ctx: Context, call: TicketShow) -> TicketDetail:
             session_info(s, s.id in live) for s in await store.sessions_for_ticket(ticket.id)
         ),
         attachments=tuple(attachments),
-        deliveries=tuple(
-            Delivery.model_validate(delivery_json(d))
-            for d in await store.deliveries(ticket_id=ticket.id)
-        ),
+        deliveries=tuple(delivery_info(d) for d in await store.deliveries(ticket_id=ticket.id)),
         kb=tuple(article_summary(a) for a in await desk.suggestions(ticket, findings)),
     )
 
@@ -324,7 +302,7 @@ async def ticket_resolve(ctx: Context, call: TicketResolve) -> ResolvedTicket:
         article=(call.article_title or "") if wanted else None,
     )
     return ResolvedTicket(
-        **_fields(ticket), article=_article(article) if article is not None else None
+        **_fields(ticket), article=article_info(article) if article is not None else None
     )
 
 

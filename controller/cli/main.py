@@ -26,16 +26,16 @@ from controller.cli.common import (
 from controller.cli.diag import diag_app
 from controller.cli.fixes import fix as fix_command
 from controller.cli.fixes import fixes_app
+from controller.cli.kb import kb_app
 from controller.cli.output import emit, fail, stderr, stdout
 from controller.cli.package import package_app
 from controller.cli.tickets import (
-    kb_app,
     report,
     sessions_table,
     sla_app,
     ticket_app,
-    webhook_app,
 )
+from controller.cli.webhooks import webhook_app
 from controller.client import ClientError, ClientSettings, Connection
 from protocol.calls.sessions import AgentPing, CodeIssue, SessionEnd, SessionsList
 from protocol.calls.users import UserAdd, UserInfo, UserList, UserRemove, UserSetRole, Whoami
@@ -50,15 +50,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 user_app = typer.Typer(help="Enrol technicians, admins and auditors.", no_args_is_help=True)
-app.add_typer(ticket_app, name="ticket")  # controller/cli/tickets.py, like kb, webhook, sla
+app.add_typer(ticket_app, name="ticket")  # controller/cli/tickets.py, like sla and report
 app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")  # controller/cli/audit.py
 app.add_typer(diag_app, name="diag")  # controller/cli/diag.py
 app.add_typer(fixes_app, name="fixes")  # controller/cli/fixes.py
 app.command("fix")(fix_command)
 app.add_typer(package_app, name="package")  # controller/cli/package.py
-app.add_typer(kb_app, name="kb")
-app.add_typer(webhook_app, name="webhook")
+app.add_typer(kb_app, name="kb")  # controller/cli/kb.py
+app.add_typer(webhook_app, name="webhook")  # controller/cli/webhooks.py
 app.add_typer(sla_app, name="sla")
 app.command("report")(report)
 

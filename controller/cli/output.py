@@ -29,6 +29,7 @@ import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal, NoReturn
 
 from pydantic_core import to_jsonable_python
@@ -64,6 +65,11 @@ class SafeConsole(Console):
 def shown(text: object, limit: int | None = None) -> str:
     """Remote text for a markup string: one line, controls visible, markup escaped."""
     return escape(one_line(str(text), limit))
+
+
+def when(moment: datetime | None) -> str:
+    """A time in a table: to the minute, or ``-``."""
+    return f"{moment:%Y-%m-%d %H:%M}" if moment is not None else "-"
 
 
 stdout = SafeConsole()

@@ -7,7 +7,7 @@ as the result type dumps it; docs/protocol.md lists them.
 
 from __future__ import annotations
 
-from protocol.calls import audit, reports, sessions, tickets, users
+from protocol.calls import audit, kb, reports, sessions, tickets, users, webhooks
 from protocol.calls.base import CALLS, Call, Model, explain
 
 __all__ = [
@@ -16,8 +16,10 @@ __all__ = [
     "Model",
     "audit",
     "explain",
+    "kb",
     "reports",
     "sessions",
     "tickets",
     "users",
+    "webhooks",
 ]

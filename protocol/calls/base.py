@@ -239,3 +239,7 @@ Since = Annotated[
 def since_moment(since: timedelta | datetime, now: datetime) -> datetime:
     """The time a :data:`Since` names, with ``now`` as the clock."""
     return now - since if isinstance(since, timedelta) else since
+
+
+#: ``W-3``, ``3`` or 3 on the way in (results show a webhook's bare number, as the CLI takes it)
+WebhookId = id_parser("W", "a webhook")

@@ -12,8 +12,10 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
-from protocol.calls.base import ArticleId, Call, Model, Text, TicketId, Time, parse_id
+from protocol.calls.base import Call, Model, Text, TicketId, Time, parse_id
+from protocol.calls.kb import Article, ArticleSummary
 from protocol.calls.sessions import SessionInfo
+from protocol.calls.webhooks import DeliveryInfo
 from protocol.vocabulary import (
     LINK_KINDS,
     TICKET_LEVELS,
@@ -177,41 +179,6 @@ class DiagnosticsAttachment(Attachment):
     summary: dict[str, int]
 
 
-class Delivery(Model):
-    """One ticket event sent (or to be sent) to one webhook."""
-
-    webhook: int
-    #: the webhook's scheme and host only: its path often carries a token
-    endpoint: str
-    event: str
-    type: str
-    ticket: TicketId
-    created_at: Time
-    attempts: int
-    last_attempt_at: Time | None
-    last_status: int | None
-    last_error: str | None
-    delivered_at: Time | None
-
-
-class ArticleSummary(Model):
-    """A knowledge-base article without its body."""
-
-    id: ArticleId
-    title: str
-    #: the ticket it was written from
-    ticket: TicketId | None
-    author: str
-    created_at: Time
-    #: the findings of that ticket's latest snapshot, and the fixes that worked on it
-    findings: tuple[str, ...]
-    fixes: tuple[str, ...]
-
-
-class Article(ArticleSummary):
-    body: str
-
-
 class TicketDetail(TicketWithSla):
     """Everything about a ticket."""
 
@@ -223,7 +190,7 @@ class TicketDetail(TicketWithSla):
     sessions: tuple[SessionInfo, ...]
     # a good snapshot first, so that one is read back with its findings
     attachments: tuple[DiagnosticsAttachment | Attachment, ...]
-    deliveries: tuple[Delivery, ...]
+    deliveries: tuple[DeliveryInfo, ...]
     #: articles linked to its latest findings, then matches on its title
     kb: tuple[ArticleSummary, ...]
 
