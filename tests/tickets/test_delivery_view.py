@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import get_args
 
-from controller.tickets_api import delivery_json
 from pydantic import BaseModel
 
 from controller.api.webhooks import delivery_info
@@ -31,7 +30,7 @@ def test_delivery_view_shows_only_scheme_and_host() -> None:
         None,
         now,
     )
-    shown = delivery_json(delivery)
+    shown = delivery_info(delivery).model_dump(mode="json")
     assert shown["endpoint"] == "https://hooks.127.0.0.1.nip.test:8443"
     assert "s3cr3t" not in str(shown) and "token" not in str(shown) and "pw" not in str(shown)
 
