@@ -27,7 +27,7 @@ Wire format: one JSON object per line. Agent → helper, once::
     {"proposal": {…fix_proposal…}, "consent": "customer", "values": {…}, "notes": {…}}
 
 Helper → agent: ``{"stream": "stdout"|"stderr"|"status", "data": "…"}`` while it runs,
-then exactly one ``{"result": {…}}`` or ``{"refused": {"code": "…", "message": "…"}}``.
+then exactly one ``{"result": {…FixReport…}}`` or ``{"refused": {"code": "…", "message": "…"}}``.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from typing import Any, Final
 
 from agent.config import AgentConfig, ConfigError
 from agent.fixes import Emit, FixPolicy, Refused, execute, prepare
+from protocol.calls.fixes import FixReport
 from protocol.catalogue import Fix
 from protocol.messages import FixProposal
 from protocol.text import SafeLogFormatter
@@ -83,7 +84,7 @@ async def run_as_root(
     values: dict[str, str],
     notes: dict[str, str],
     emit: Emit,
-) -> dict[str, Any]:
+) -> FixReport:
     """Have the root helper run ``proposal``; returns what :func:`execute` returns.
 
     Raises :class:`Refused` when the helper is missing, refuses or breaks off. Cancelling
@@ -117,13 +118,13 @@ async def run_as_root(
             if "stream" in frame:
                 await emit(str(frame["stream"]), str(frame["data"]))
             elif "result" in frame:
-                result: dict[str, Any] = frame["result"]
-                return result
+                return FixReport.model_validate(frame["result"])
             elif "refused" in frame:
                 refused = frame["refused"]
                 raise Refused(str(refused["code"]), f"root helper: {refused['message']}")
         raise Refused("root_helper_failed", "the root helper hung up without a result")
     except (ValueError, KeyError, TypeError, asyncio.LimitOverrunError) as exc:
+        # a ValidationError (a report that does not fit) is a ValueError
         raise Refused("root_helper_failed", f"the root helper sent a bad frame: {exc}") from None
     except ConnectionError as exc:
         raise Refused("root_helper_failed", f"the root helper hung up: {exc}") from None
@@ -284,8 +285,8 @@ async def serve(
         if outcome is None:
             log.warning("%s for %s: the agent hung up; the fix was stopped", fix.id, who)
             return
-        log.info("%s for %s: %s (exit %s)", fix.id, who, outcome["status"], outcome["exit_code"])
-        await send({"result": outcome})
+        log.info("%s for %s: %s (exit %s)", fix.id, who, outcome.status, outcome.exit_code)
+        await send({"result": outcome.data()})
     except ConnectionError:
         log.warning("%s hung up", who)
     finally:
@@ -295,8 +296,8 @@ async def serve(
 
 
 async def _run_unless_hung_up(
-    reader: asyncio.StreamReader, work: Awaitable[dict[str, Any]]
-) -> dict[str, Any] | None:
+    reader: asyncio.StreamReader, work: Awaitable[FixReport]
+) -> FixReport | None:
     """Run ``work``; cancel it (which kills the fix's group) if the agent closes the socket."""
 
     async def hang_up() -> None:

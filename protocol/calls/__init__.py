@@ -7,7 +7,7 @@ as the result type dumps it; docs/protocol.md lists them.
 
 from __future__ import annotations
 
-from protocol.calls import sessions, users
+from protocol.calls import diagnostics, fixes, sessions, users
 from protocol.calls.base import CALLS, Call, Model, explain
 
-__all__ = ["CALLS", "Call", "Model", "explain", "sessions", "users"]
+__all__ = ["CALLS", "Call", "Model", "diagnostics", "explain", "fixes", "sessions", "users"]
