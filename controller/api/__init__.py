@@ -8,8 +8,8 @@ Importing this package registers every handler.
 from __future__ import annotations
 
 # the calls not yet on call models, from the modules that still hold them
-from controller import diag_api, fixes_api, tickets_api
-from controller.api import sessions, users
+from controller import diag_api, tickets_api
+from controller.api import diagnostics, fixes, sessions, users
 from controller.api.endpoint import Api
 from controller.api.params import (
     attachment_json,
@@ -24,7 +24,7 @@ from controller.api.params import (
 from controller.api.registry import ROUTES, ApiError, Caller, utcnow
 from controller.api.registry import LegacyHandler as Handler
 
-for _table in (diag_api.METHODS, fixes_api.METHODS, tickets_api.TICKET_METHODS):
+for _table in (diag_api.METHODS, tickets_api.TICKET_METHODS):
     for _method, (_handler, _roles) in _table.items():
         ROUTES.legacy(_method, _handler, _roles, heavy=_method == "report.kpi")
 
@@ -40,7 +40,8 @@ __all__ = [
     "Handler",
     "attachment_json",
     "diag_api",
-    "fixes_api",
+    "diagnostics",
+    "fixes",
     "optional_text",
     "parse_id",
     "parse_since",

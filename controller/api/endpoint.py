@@ -39,6 +39,8 @@ from controller.api.registry import (
     Services,
     utcnow,
 )
+from controller.catalogue import PublishedCatalogue
+from controller.findings import default_catalogue
 from controller.store import Ticket
 from protocol import codec, signing
 from protocol.api import ApiServer, AuthRequested, CallReceived
@@ -75,6 +77,8 @@ class Api:
             name=controller.name,
             pepper=controller.pepper,
             revoke=self.revoke,
+            fixes=PublishedCatalogue(controller.home.path),
+            rules=default_catalogue(),
         )
 
     async def revoke(self, name: str, reason: str) -> int:

@@ -26,6 +26,8 @@ from protocol.vocabulary import Role
 
 if TYPE_CHECKING:
     from controller.audit import AuditLog
+    from controller.catalogue import PublishedCatalogue
+    from controller.findings import Catalogue
     from controller.server import AgentLink
     from controller.store import Store, User
     from controller.tickets.desk import TicketDesk
@@ -90,6 +92,10 @@ class Services:
     pepper: bytes
     #: close every API connection of a user, with a reason; how many were closed
     revoke: Callable[[str, str], Awaitable[int]]
+    #: the signed fix catalogue published in the home
+    fixes: PublishedCatalogue
+    #: the findings rules (``controller/rules.toml``)
+    rules: Catalogue
 
 
 @dataclass(frozen=True)
