@@ -404,6 +404,7 @@ class AgentRunner:
 
     async def _fix(self, proposal: FixProposal) -> None:
         from agent import fixes
+        from protocol.calls.fixes import FixReport
 
         if self._fix_policy is None:
             self._fix_policy = fixes.FixPolicy(
@@ -423,9 +424,12 @@ class AgentRunner:
 
         try:
             try:
-                data = await fixes.run(proposal, self._fix_policy, emit)
+                report = await fixes.run(proposal, self._fix_policy, emit)
                 result = Result(
-                    reply_to=proposal.id, ok=True, data=data, produced_at=datetime.now(UTC)
+                    reply_to=proposal.id,
+                    ok=True,
+                    data=report.data(),
+                    produced_at=datetime.now(UTC),
                 )
             except fixes.Refused:
                 raise
@@ -440,7 +444,7 @@ class AgentRunner:
                 reply_to=proposal.id,
                 ok=False,
                 error=refused.message,
-                data={"fix": proposal.fix_id, "status": "refused", "code": refused.code},
+                data=FixReport(fix=proposal.fix_id, status="refused", code=refused.code).data(),
                 produced_at=datetime.now(UTC),
             )
         self.home.outbox_put(proposal.id, codec.encode(result))

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from protocol import catalogue
+from protocol.calls.fixes import FixReport, Truncated
 from protocol.catalogue import CatalogueError, Fix, PathParam, PidParam, SignedBundle
 from protocol.messages import FixProposal
 
@@ -200,8 +201,8 @@ def _needs_helper(fix: Fix) -> bool:
     return fix.needs_root and hasattr(os, "geteuid") and os.geteuid() != 0
 
 
-async def run(proposal: FixProposal, policy: FixPolicy, emit: Emit) -> dict[str, Any]:
-    """Check, ask, run; returns the result data (raises :class:`Refused` before running)."""
+async def run(proposal: FixProposal, policy: FixPolicy, emit: Emit) -> FixReport:
+    """Check, ask, run; returns the report (raises :class:`Refused` before running)."""
     fix, serial, values, notes = prepare(proposal, policy)
     if fix.id in policy.unattended:
         consent = "unattended"
@@ -229,20 +230,24 @@ async def run(proposal: FixProposal, policy: FixPolicy, emit: Emit) -> dict[str,
         outcome = await run_as_root(
             policy.root_helper, proposal, consent=consent, values=values, notes=notes, emit=emit
         )
-        outcome["privileged"] = "root helper"
+        privileged: str | None = "root helper"
     else:
         await emit("status", f"running {fix.id} ({consent})")
         outcome = await execute(fix, values, emit)
-    return {
-        "fix": fix.id,
-        "title": fix.title,
-        "sha256": fix.content_hash(),
-        "bundle_serial": serial,
-        "params": values,
-        "consent": consent,
-        "targets": fix.targets,
-        **outcome,
-    }
+        privileged = None
+    # what the agent knows itself, never what the helper says about it
+    return outcome.model_copy(
+        update={
+            "fix": fix.id,
+            "title": fix.title,
+            "sha256": fix.content_hash(),
+            "bundle_serial": serial,
+            "params": values,
+            "consent": consent,
+            "targets": fix.targets,
+            "privileged": privileged,
+        }
+    )
 
 
 def _recheck(fix: Fix, values: dict[str, str], notes: dict[str, str]) -> None:
@@ -253,7 +258,7 @@ def _recheck(fix: Fix, values: dict[str, str], notes: dict[str, str]) -> None:
             raise Refused("bad_param", f"process {values[name]} changed while you were asked")
 
 
-async def execute(fix: Fix, values: dict[str, str], emit: Emit) -> dict[str, Any]:
+async def execute(fix: Fix, values: dict[str, str], emit: Emit) -> FixReport:
     """Run the fix's argv in its own process group; stream and cap its output."""
     with tempfile.TemporaryDirectory(prefix="helpline-fix-") as workdir:
         argv_values = dict(values, python=sys.executable)
@@ -275,17 +280,18 @@ async def execute(fix: Fix, values: dict[str, str], emit: Emit) -> dict[str, Any
                 start_new_session=True,  # its own process group, killed whole
             )
         except OSError as exc:
-            return {
-                "status": "failed",
-                "exit_code": None,
-                "error": f"cannot start: {exc}",
-                "argv": argv,
-                "duration_ms": 0.0,
-                "stdout": "",
-                "stderr": "",
-                "truncated": {"stdout": False, "stderr": False},
-                "timed_out": False,
-            }
+            return FixReport(
+                fix=fix.id,
+                status="failed",
+                exit_code=None,
+                error=f"cannot start: {exc}",
+                argv=tuple(argv),
+                duration_ms=0.0,
+                stdout="",
+                stderr="",
+                truncated=Truncated(),
+                timed_out=False,
+            )
         assert process.stdout is not None and process.stderr is not None
         captured = {"stdout": bytearray(), "stderr": bytearray()}
         truncated = {"stdout": False, "stderr": False}
@@ -331,16 +337,17 @@ async def execute(fix: Fix, values: dict[str, str], emit: Emit) -> dict[str, Any
         duration = (time.monotonic() - started) * 1000
     status = "timed_out" if timed_out else ("succeeded" if process.returncode == 0 else "failed")
     await emit("status", f"{status} (exit {process.returncode}, {duration:.0f} ms)")
-    return {
-        "status": status,
-        "exit_code": process.returncode,
-        "argv": argv,
-        "duration_ms": round(duration, 1),
-        "timed_out": timed_out,
-        "stdout": _text(captured["stdout"], truncated["stdout"]),
-        "stderr": _text(captured["stderr"], truncated["stderr"]),
-        "truncated": truncated,
-    }
+    return FixReport(
+        fix=fix.id,
+        status=status,
+        exit_code=process.returncode,
+        argv=tuple(argv),
+        duration_ms=round(duration, 1),
+        timed_out=timed_out,
+        stdout=_text(captured["stdout"], truncated["stdout"]),
+        stderr=_text(captured["stderr"], truncated["stderr"]),
+        truncated=Truncated(**truncated),
+    )
 
 
 def _text(data: bytearray, truncated: bool) -> str:
@@ -376,7 +383,7 @@ async def run_as_root(
     values: dict[str, str],
     notes: dict[str, str],
     emit: Emit,
-) -> dict[str, Any]:
+) -> FixReport:
     """Have the root helper (:mod:`agent.rootfix`) run ``proposal``; returns what
     :func:`execute` returns.
 
@@ -411,8 +418,7 @@ async def run_as_root(
             if "stream" in frame:
                 await emit(str(frame["stream"]), str(frame["data"]))
             elif "result" in frame:
-                result: dict[str, Any] = frame["result"]
-                return result
+                return FixReport.model_validate(frame["result"])
             elif "refused" in frame:
                 refused = frame["refused"]
                 raise Refused(str(refused["code"]), f"root helper: {refused['message']}")

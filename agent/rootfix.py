@@ -27,7 +27,7 @@ Wire format: one JSON object per line. Agent → helper, once::
     {"proposal": {…fix_proposal…}, "consent": "customer", "values": {…}, "notes": {…}}
 
 Helper → agent: ``{"stream": "stdout"|"stderr"|"status", "data": "…"}`` while it runs,
-then exactly one ``{"result": {…}}`` or ``{"refused": {"code": "…", "message": "…"}}``.
+then exactly one ``{"result": {…FixReport…}}`` or ``{"refused": {"code": "…", "message": "…"}}``.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ from agent.fixes import (
     helper_line,
     prepare,
 )
+from protocol.calls.fixes import FixReport
 from protocol.catalogue import Fix
 from protocol.messages import FixProposal
 from protocol.text import SafeLogFormatter
@@ -224,8 +225,8 @@ async def serve(
         if outcome is None:
             log.warning("%s for %s: the agent hung up; the fix was stopped", fix.id, who)
             return
-        log.info("%s for %s: %s (exit %s)", fix.id, who, outcome["status"], outcome["exit_code"])
-        await send({"result": outcome})
+        log.info("%s for %s: %s (exit %s)", fix.id, who, outcome.status, outcome.exit_code)
+        await send({"result": outcome.data()})
     except ConnectionError:
         log.warning("%s hung up", who)
     finally:
@@ -235,8 +236,8 @@ async def serve(
 
 
 async def _run_unless_hung_up(
-    reader: asyncio.StreamReader, work: Awaitable[dict[str, Any]]
-) -> dict[str, Any] | None:
+    reader: asyncio.StreamReader, work: Awaitable[FixReport]
+) -> FixReport | None:
     """Run ``work``; cancel it (which kills the fix's group) if the agent closes the socket."""
 
     async def hang_up() -> None:

@@ -23,6 +23,7 @@ from controller.guard import AuditThrottle, source_key
 from controller.links import AgentLink, Links, send_all, utcnow
 from controller.store import CodeRefused, Store
 from protocol import codec, jsondata, signing
+from protocol.calls.fixes import FixReport
 from protocol.errors import ProtocolError
 from protocol.machine import Ended, Refused
 from protocol.messages import (
@@ -470,22 +471,26 @@ def result_events(kind: str, result: Result) -> list[tuple[str, dict[str, Any]]]
     """The audit events a stored result stands for."""
     if kind != "fix":
         return [("diag.result", {"ok": result.ok})]
-    data = result.data
-    fix = {"fix": data.get("fix"), "sha256": data.get("sha256")}
-    if data.get("status") == "refused":
-        code = data.get("code")
+    report = FixReport.read(result.data)
+    if report is None:
+        # stored as sent; the record says it could not be read rather than guess
+        reason = result.error or "the agent's report does not read as a fix report"
+        return [("fix.finished", {"status": None, "reason": reason})]
+    fix = {"fix": report.fix, "sha256": report.sha256}
+    if report.status == "refused":
+        code = report.code
         kind_of = "fix.declined" if code == "declined" else "fix.refused"
         return [(kind_of, {**fix, "code": code, "reason": result.error})]
     return [
-        ("fix.approved", {**fix, "consent": data.get("consent"), "params": data.get("params")}),
+        ("fix.approved", {**fix, "consent": report.consent, "params": report.params}),
         (
             "fix.finished",
             {
                 **fix,
-                "status": data.get("status"),
-                "exit_code": data.get("exit_code"),
-                "duration_ms": data.get("duration_ms"),
-                "truncated": data.get("truncated"),
+                "status": report.status,
+                "exit_code": report.exit_code,
+                "duration_ms": report.duration_ms,
+                "truncated": report.truncated.model_dump() if report.truncated else None,
             },
         ),
     ]

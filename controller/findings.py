@@ -495,6 +495,12 @@ def count_by_severity(findings: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     return counts
 
 
+def with_findings(snapshot: Any, ok: bool) -> dict[str, Any]:
+    """A stored snapshot's findings and their counts (none for a failed result), as JSON."""
+    findings = evaluate(snapshot) if ok else []
+    return {"findings": findings, "summary": count_by_severity(findings)}
+
+
 # -- before and after -------------------------------------------------------------------
 
 

@@ -29,16 +29,9 @@ LAYERS: Final[dict[str, frozenset[str]]] = {
     "controller": frozenset({"protocol", "transport"}),
 }
 
-#: Edges that still close a cycle, each with why. They go as the API calls move into
-#: ``controller/api/``: an entry that no longer closes a cycle fails the test after the next.
-ALLOWED_CYCLE_EDGES: Final[dict[tuple[str, str], str]] = {
-    ("controller.diag_api", "controller.api"): (
-        "legacy diag.* handlers take Api and ApiError from the package that registers them"
-    ),
-    ("controller.fixes_api", "controller.api"): (
-        "legacy fixes.* and fix.run handlers take Api, ApiError, utcnow from the package"
-    ),
-}
+#: Edges that may close a cycle, each with why (none since every call moved into
+#: ``controller/api/``): an entry that no longer closes a cycle fails the test.
+ALLOWED_CYCLE_EDGES: Final[dict[tuple[str, str], str]] = {}
 
 #: What ``protocol/`` may not import: sockets, TLS, the event loop, processes, files,
 #: databases, and the drivers. Parsing, hashing and signing are pure and allowed.
@@ -300,8 +293,6 @@ def test_protocol_does_no_io() -> None:
 #: Files that still spell out a list of protocol/vocabulary.py, each with why.
 VOCABULARY_SPELLED_OUT: Final[dict[str, str]] = {
     "controller/api/registry.py": "ANYONE lists every role: could be frozenset(ROLES)",
-    "controller/diag_api.py": "legacy role tuples; go when diag.* move to the registry",
-    "controller/fixes_api.py": "legacy role tuples; go when fixes.* move to the registry",
 }
 
 

@@ -13,7 +13,7 @@ import functools
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from websockets.asyncio.server import ServerConnection
@@ -21,19 +21,18 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
 from controller import logs
-from controller.api.params import parse_ticket_id
 from controller.api.registry import (
     ROUTES,
     ApiError,
     Caller,
     Context,
-    LegacyHandler,
     Progress,
     Route,
     Services,
     utcnow,
 )
-from controller.store import Ticket
+from controller.catalogue import PublishedCatalogue
+from controller.findings import default_catalogue
 from protocol import codec, signing
 from protocol.api import ApiServer, AuthRequested, CallReceived
 from protocol.calls import explain
@@ -69,6 +68,8 @@ class Api:
             name=controller.name,
             pepper=controller.pepper,
             revoke=self.revoke,
+            fixes=PublishedCatalogue(controller.home.path),
+            rules=default_catalogue(),
         )
 
     async def revoke(self, name: str, reason: str) -> int:
@@ -289,9 +290,6 @@ class Api:
     ) -> Callable[[], Awaitable[Any]]:
         """The call as a coroutine function: params validated, result dumped for the wire."""
         call_type = route.call
-        if call_type is None:  # a handler that still reads the params dict itself
-            legacy = cast(LegacyHandler, route.handler)
-            return lambda: legacy(self, caller, params, progress)
         try:
             call = call_type.model_validate(params)
         except ValidationError as exc:
@@ -320,13 +318,6 @@ class Api:
             self.heavy_users.discard(name)
 
     # -- helpers --------------------------------------------------------------------
-
-    async def _ticket(self, params: dict[str, Any]) -> Ticket:
-        ticket_id = parse_ticket_id(params.get("ticket"))
-        ticket = await self.store.get_ticket(ticket_id)
-        if ticket is None:
-            raise ApiError("not_found", f"there is no ticket T-{ticket_id}")
-        return ticket
 
 
 class _AuthRefused(ProtocolError):

@@ -26,6 +26,8 @@ from protocol.vocabulary import Role
 
 if TYPE_CHECKING:
     from controller.audit import AuditLog
+    from controller.catalogue import PublishedCatalogue
+    from controller.findings import Catalogue
     from controller.server import AgentLink
     from controller.store import Store, User
     from controller.tickets.desk import TicketDesk
@@ -90,6 +92,10 @@ class Services:
     pepper: bytes
     #: close every API connection of a user, with a reason; how many were closed
     revoke: Callable[[str, str], Awaitable[int]]
+    #: the signed fix catalogue published in the home
+    fixes: PublishedCatalogue
+    #: the findings rules (``controller/rules.toml``)
+    rules: Catalogue
 
 
 @dataclass(frozen=True)
@@ -126,8 +132,6 @@ class Context:
 
 
 Handler = Callable[[Context, C], Awaitable[Any]]
-#: a handler not yet moved to a call model: ``(api, caller, params, progress)``
-LegacyHandler = Callable[..., Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -136,8 +140,8 @@ class Route(Generic[C]):
     roles: frozenset[Role]
     #: walks whole tables: one at a time controller-wide, one per user at all
     heavy: bool
-    call: type[C] | None
-    handler: Handler[C] | LegacyHandler
+    call: type[C]
+    handler: Handler[C]
 
 
 class Registry:
@@ -156,17 +160,6 @@ class Registry:
             return function
 
         return register
-
-    def legacy(
-        self,
-        method: str,
-        function: LegacyHandler,
-        roles: tuple[str, ...] | frozenset[Role],
-        *,
-        heavy: bool = False,
-    ) -> None:
-        """A handler that still reads a params dict (until its call has a model)."""
-        self._add(Route(method, frozenset(roles), heavy, None, function))  # type: ignore[arg-type]
 
     def _add(self, route: Route[Any]) -> None:
         if route.method in self.routes:

@@ -24,6 +24,7 @@ from controller.cli.render import render_diagnostics
 from controller.client import ClientError, Connection, load_client_settings
 from controller.home import ControllerHome
 from controller.setup import initialise
+from protocol.calls.diagnostics import DiagRun
 
 
 def free_port() -> int:
@@ -86,12 +87,12 @@ async def _journey(home: Path, base: Path) -> int:
                 f"[bold]4.[/] customer agent joined with consent: session "
                 f"{live[0]['id']} on {live[0]['ticket']}"
             )
-            result = await api.call("diag.run", {"ticket": ticket["id"]})
+            result = await api.request(DiagRun(ticket=ticket["id"]))
             stdout.print(
                 f"[bold]5.[/] diagnostics from the customer's machine "
-                f"({result['data'].get('duration_ms', '?')} ms on the agent):"
+                f"({result.data.get('duration_ms', '?')} ms on the agent):"
             )
-            render_diagnostics(stdout, result["data"], result.get("findings"))
+            render_diagnostics(stdout, result.data, [f.model_dump() for f in result.findings])
             shown = await api.call("ticket.show", {"ticket": ticket["id"]})
             stdout.print(
                 f"[bold]6.[/] {shown['id']} now holds {len(shown['attachments'])} "

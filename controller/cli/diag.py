@@ -15,9 +15,10 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from controller.cli.common import HomeOpt, JsonOpt, TicketArg, run_client
+from controller.cli.common import HomeOpt, JsonOpt, TicketArg, make, run_client
 from controller.cli.output import emit, fail, shown, stderr, stdout
 from controller.client import Connection
+from protocol.calls.diagnostics import CollectorInfo, DiagDiff, Diagnostics, DiagRun
 from protocol.text import one_line
 
 DEFAULT_COMMAND = "run"
@@ -48,24 +49,23 @@ def _split(only: str | None) -> list[str] | None:
     names = [name.strip() for name in only.split(",") if name.strip()]
     if not names:
         fail("bad_request", "--only needs collector names, e.g. --only disk,network")
-    from protocol.collectors import canonical
+    from controller.collectors import collector_names
 
     try:
-        canonical(names)
+        collector_names(names)
     except ValueError as exc:
         fail("bad_request", str(exc))
     return names
 
 
 def _list_collectors(as_json: bool) -> None:
-    from controller.diag_api import collector_list
+    # the agent's catalogue ships with this CLI: no controller needed to name it
+    from controller.collectors import collector_list
 
-    def render(rows: list[dict[str, Any]]) -> None:
+    def render(rows: list[CollectorInfo]) -> None:
         table = Table("collector", "also", "what it reads", "time limit")
         for row in rows:
-            table.add_row(
-                row["name"], ", ".join(row["aliases"]), row["summary"], f"{row['timeout_s']:g} s"
-            )
+            table.add_row(row.name, ", ".join(row.aliases), row.summary, f"{row.timeout_s:g} s")
         stdout.print(table)
         stdout.print("[dim]select with --only NAME,NAME (names or aliases)[/]")
 
@@ -92,14 +92,11 @@ def run(
         return
     if ticket is None:
         fail("bad_request", "name a ticket (helpline diag T-1), or use --list")
-    collectors = _split(only)
-    params: dict[str, Any] = {"ticket": ticket, "timeout": timeout}
-    if collectors is not None:
-        params["collectors"] = collectors
+    call = make(DiagRun, ticket=ticket, collectors=_split(only), timeout=timeout)
 
-    async def work(c: Connection) -> Any:
+    async def work(c: Connection) -> Diagnostics:
         if as_json:
-            return await c.call("diag.run", params)
+            return await c.request(call)
         began = time.monotonic()
         with stderr.status("asking the agent…") as status:
 
@@ -107,20 +104,20 @@ def run(
                 # the stage may quote the agent: never markup, always one line
                 status.update(Text(f"{one_line(stage, 200)} · {time.monotonic() - began:.1f} s"))
 
-            return await c.call("diag.run", params, on_progress=show)
+            return await c.request(call, on_progress=show)
 
-    def render(d: dict[str, Any]) -> None:
-        if not d["ok"]:
-            error = shown(d["error"])
-            stderr.print(f"[red]the agent reported an error:[/] {error}", highlight=False)
-        render_diagnostics(stdout, d["data"], d.get("findings") if d["ok"] else None)
-        if d.get("articles"):
+    def render(d: Diagnostics) -> None:
+        if not d.ok:
+            stderr.print(f"[red]the agent reported an error:[/] {shown(d.error)}", highlight=False)
+        findings = [f.model_dump() for f in d.findings] if d.ok else None
+        render_diagnostics(stdout, d.data, findings)
+        if d.articles:
             stdout.rule("knowledge base", style="dim")
-            for article in d["articles"]:
-                about = escape(", ".join(article["findings"] + article["fixes"]))
-                title = shown(article["title"])
-                stdout.print(f"  {article['id']}  {title}  [dim]({about})[/]", highlight=False)
-        stdout.print(f"[dim]attached to {shown(d['ticket'])} (request {shown(d['request'])})[/]")
+            for article in d.articles:
+                about = escape(", ".join(article.findings + article.fixes))
+                title = shown(article.title)
+                stdout.print(f"  {article.id}  {title}  [dim]({about})[/]", highlight=False)
+        stdout.print(f"[dim]attached to T-{d.ticket} (request {shown(d.request)})[/]")
 
     emit(run_client(home, work), as_json, render)
 
@@ -138,13 +135,9 @@ def diff(
     """Compare two diagnostics snapshots of a ticket (the last two by default)."""
     from controller.cli.render import render_diff
 
-    params: dict[str, Any] = {"ticket": ticket}
-    if from_ is not None:
-        params["from"] = from_
-    if to is not None:
-        params["to"] = to
+    call = make(DiagDiff, ticket=ticket, from_=from_, to=to)
     emit(
-        run_client(home, lambda c: c.call("diag.diff", params)),
+        run_client(home, lambda c: c.request(call)),
         as_json,
-        lambda d: render_diff(stdout, d),
+        lambda d: render_diff(stdout, d.model_dump(mode="json", by_alias=True)),
     )

@@ -2,25 +2,37 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
 
-from controller.cli.common import HomeOpt, JsonOpt, TicketArg, run_client
-from controller.cli.output import Column, emit, fail, print_table, shown, stderr, stdout
+from controller.cli.common import HomeOpt, JsonOpt, TicketArg, make, run_client
+from controller.cli.output import (
+    Column,
+    emit,
+    exit_with,
+    fail,
+    live_output,
+    print_table,
+    shown,
+    stderr,
+    stdout,
+)
 from controller.client import Connection
-from protocol.text import visible
+from protocol.calls.fixes import (
+    FixCatalogue,
+    FixesList,
+    FixesPublish,
+    FixesPublished,
+    FixOutcome,
+    FixRun,
+)
 
 fixes_app = typer.Typer(
     help="The signed fix catalogue: make a key, sign, publish, list.", no_args_is_help=True
 )
-
-#: `helpline fix` exit codes beyond the shared ones (README)
-EXIT_DECLINED = 6
-EXIT_FIX_FAILED = 10
 
 
 @fixes_app.command("keygen")
@@ -109,34 +121,31 @@ def publish(
         data = json.loads(bundle.read_text())
     except (OSError, ValueError) as exc:
         fail("bad_request", f"cannot read {bundle}: {exc}")
-    result = run_client(
-        home, lambda c: c.call("fixes.publish", {"bundle": data, "replace_key": replace_key})
-    )
+    call = make(FixesPublish, bundle=data, replace_key=replace_key)
 
-    def render(d: dict[str, Any]) -> None:
+    def render(d: FixesPublished) -> None:
         stdout.print(
-            f"published catalogue serial {d['serial']} ({len(d['fixes'])} fixes)"
-            + ("; catalogue key pinned: re-run `helpline agent-config`" if d["key_pinned"] else "")
+            f"published catalogue serial {d.serial} ({len(d.fixes)} fixes)"
+            + ("; catalogue key pinned: re-run `helpline agent-config`" if d.key_pinned else "")
         )
-        rebuild = d.get("rebuild") or []
-        if rebuild:
+        if d.rebuild:
             stderr.print(
-                f"[yellow]warning:[/] {len(rebuild)} agent(s) built here carry no or another "
+                f"[yellow]warning:[/] {len(d.rebuild)} agent(s) built here carry no or another "
                 "catalogue key and will refuse every fix; rebuild them:",
                 highlight=False,
                 soft_wrap=True,
             )
-            for item in rebuild:
-                command = "agent" if item["kind"] == "pyz" else item["kind"]
-                folder = Path(item["path"]).parent
+            for item in d.rebuild:
+                command = "agent" if item.kind == "pyz" else item.kind
+                folder = Path(item.path).parent
                 stderr.print(
-                    f"  {item['path']}  (helpline package {command} --out {folder})",
+                    f"  {item.path}  (helpline package {command} --out {folder})",
                     highlight=False,
                     soft_wrap=True,
                     markup=False,
                 )
 
-    emit(result, as_json, render)
+    emit(run_client(home, lambda c: c.request(call)), as_json, render)
 
 
 @fixes_app.command("list")
@@ -149,7 +158,7 @@ def list_fixes(
 ) -> None:
     """List the published fixes (suggested ones for a ticket first)."""
 
-    def render(d: dict[str, Any]) -> None:
+    def render(d: FixCatalogue) -> None:
         columns = (
             Column("fix"),
             Column("title", "text", ratio=3),
@@ -161,19 +170,20 @@ def list_fixes(
         )
         rows = [
             (
-                escape(f["id"]),
-                escape(f["title"]),
-                f["min_level"],
-                "yes" if f["needs_root"] else "",
-                "yes" if f["reversible"] else "",
-                escape(", ".join(f["params"])),
-                f"[yellow]{escape(f['suggested_for'])}[/]" if f["suggested_for"] else "",
+                escape(f.id),
+                escape(f.title),
+                f.min_level,
+                "yes" if f.needs_root else "",
+                "yes" if f.reversible else "",
+                escape(", ".join(f.params)),
+                f"[yellow]{escape(f.suggested_for)}[/]" if f.suggested_for else "",
             )
-            for f in d["fixes"]
+            for f in d.fixes
         ]
         print_table(columns, rows)
 
-    emit(run_client(home, lambda c: c.call("fixes.list", {"ticket": for_})), as_json, render)
+    call = make(FixesList, ticket=for_)
+    emit(run_client(home, lambda c: c.request(call)), as_json, render)
 
 
 def parse_params(pairs: list[str]) -> dict[str, str]:
@@ -204,58 +214,47 @@ def fix(
     as_json: JsonOpt = False,
 ) -> None:
     """Propose a fix to the ticket's agent; its output streams here live."""
-    params = parse_params(param or [])
+    call = make(FixRun, ticket=ticket, fix=fix_id, values=parse_params(param or []))
 
-    async def work(c: Connection) -> Any:
+    async def work(c: Connection) -> FixOutcome:
         def output(stream: str, data: str) -> None:
             if as_json:
                 return
             if stream == "status":
                 stderr.print(f"[dim]· {shown(data)}[/]", highlight=False)
             else:
-                # the customer's machine writes to this terminal: it may show, not command
-                text = data if raw else visible(data)
-                (sys.stdout if stream == "stdout" else sys.stderr).write(text)
-                (sys.stdout if stream == "stdout" else sys.stderr).flush()
+                live_output(data, stream, raw=raw)
 
         def progress(stage: str) -> None:
             if not as_json:
                 stderr.print(f"[dim]· {shown(stage)}[/]", highlight=False)
 
-        return await c.call(
-            "fix.run",
-            {"ticket": ticket, "fix": fix_id, "params": params},
-            on_progress=progress,
-            on_output=output,
-        )
+        return await c.request(call, on_progress=progress, on_output=output)
 
     result = run_client(home, work)
 
-    def render(d: dict[str, Any]) -> None:
-        status = d.get("status")
-        if status == "refused":
-            stdout.print(f"[bold red]not run:[/] {shown(d.get('error'))}")
+    def render(d: FixOutcome) -> None:
+        if d.status == "refused":
+            stdout.print(f"[bold red]not run:[/] {shown(d.error)}")
             return
-        colour = "green" if status == "succeeded" else "red"
+        colour = "green" if d.status == "succeeded" else "red"
         # the agent wrote most of these fields: never markup, always one line
-        summary = shown(
-            f"(exit {d.get('exit_code')}, {d.get('duration_ms')} ms, consent: {d.get('consent')})"
-        )
-        headline = shown(f"{d['fix']} {status}")
+        summary = shown(f"(exit {d.exit_code}, {d.duration_ms} ms, consent: {d.consent})")
+        headline = shown(f"{d.fix} {d.status}")
         stdout.print(f"[bold {colour}]{headline}[/] {summary}")
         for stream in ("stdout", "stderr"):
-            if d.get("truncated", {}).get(stream):
+            if d.truncated is not None and getattr(d.truncated, stream):
                 stdout.print(f"[yellow]{stream} was truncated[/]")
-        check = d.get("verification")
-        if check and check.get("checked"):
-            outcome = str(check.get("outcome") or "")
+        check = d.verification
+        if check is not None and check.checked:
+            outcome = check.outcome or ""
             style = {"cleared": "green", "still there": "red", "appeared": "red"}.get(outcome)
             verdict = f"[{style}]{shown(outcome)}[/]" if style else shown(outcome)
-            stdout.print(f"finding {shown(check['targets'])}: {verdict}", highlight=False)
-        stdout.print(f"[dim]attached to {shown(d['ticket'])} (request {shown(d['request'])})[/]")
+            stdout.print(f"finding {shown(check.targets)}: {verdict}", highlight=False)
+        stdout.print(f"[dim]attached to T-{d.ticket} (request {shown(d.request)})[/]")
 
     emit(result, as_json, render)
-    if result.get("status") == "refused":
-        raise SystemExit(EXIT_DECLINED if result.get("code") == "declined" else 4)
-    if result.get("status") != "succeeded":
-        raise SystemExit(EXIT_FIX_FAILED)
+    if result.status == "refused":
+        exit_with("declined" if result.code == "declined" else "fix_refused")
+    if result.status != "succeeded":
+        exit_with("fix_failed")

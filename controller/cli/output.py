@@ -17,8 +17,11 @@ Exit codes (also in the README):
 3   not found (ticket, session, user)
 4   authentication or permission refused
 5   controller unreachable, or its certificate does not match the pin
+6   ``fix``: the customer declined (or did not answer)
 7   no agent connected, or the agent did not answer in time
 8   conflict (the thing already exists; another ``serve`` holds the home)
+9   the audit log was tampered with, or signing stopped
+10  ``fix``: the fix ran and failed or timed out
 11  busy: too many calls in flight, or a heavy call already running; try again
 ==  =============================================================
 """
@@ -84,11 +87,15 @@ EXIT_CODES: dict[str, int] = {
     "unreachable": 5,
     "pin_mismatch": 5,
     "protocol": 5,
+    "declined": 6,
     "no_agent": 7,
     "agent_offline": 7,
     "conflict": 8,
     "tampered": 9,
+    "fix_failed": 10,
     "busy": 11,
+    # outcomes rather than refused calls: the call itself was answered
+    "fix_refused": 4,
 }
 
 
@@ -102,6 +109,22 @@ def emit(data: Any, as_json: bool, render: Callable[[Any], None]) -> None:
         sys.stdout.flush()
     else:
         render(data)
+
+
+def exit_with(code: str) -> NoReturn:
+    """Exit with the documented status of ``code``; what to say was printed already."""
+    raise SystemExit(EXIT_CODES.get(code, 1))
+
+
+def live_output(data: str, stream: str, *, raw: bool = False) -> None:
+    """A chunk of output from the customer's machine, as it arrives (a running fix).
+
+    It may show, never command: control characters are made visible unless ``raw``. A
+    chunk goes to our stdout or stderr as it was on the agent, unbuffered, outside rich
+    (which would wrap, strip or re-style it)."""
+    sink = sys.stdout if stream == "stdout" else sys.stderr
+    sink.write(data if raw else visible(data))
+    sink.flush()
 
 
 def fail(code: str, message: str) -> NoReturn:

@@ -28,6 +28,7 @@ from typing import Any, Final, Protocol
 from controller.store import Article, Change, Store, Ticket, TicketEvent, User
 from controller.tickets import lifecycle, sla, webhooks
 from controller.tickets.lifecycle import Action, State, TransitionError
+from protocol.calls.fixes import FixReport
 from protocol.vocabulary import CHANNELS
 
 log = logging.getLogger("helpline.tickets")
@@ -358,11 +359,8 @@ class TicketDesk:
                 findings = [str(f["rule"]) for f in evaluate(snapshots[-1].data)]
             except Exception:  # a broken rule catalogue must not block a resolution
                 log.exception("findings of T-%s could not be evaluated", ticket_id)
-        fixes = [
-            str(a.data["fix"])
-            for a in attachments
-            if a.kind == "fix" and a.data.get("status") == "succeeded" and a.data.get("fix")
-        ]
+        reports = [FixReport.read(a.data) for a in attachments if a.kind == "fix"]
+        fixes = [r.fix for r in reports if r is not None and r.status == "succeeded" and r.fix]
         return findings, list(dict.fromkeys(fixes))
 
     # -- from the agent channel -------------------------------------------------------------

@@ -7,7 +7,17 @@ as the result type dumps it; docs/protocol.md lists them.
 
 from __future__ import annotations
 
-from protocol.calls import audit, kb, reports, sessions, tickets, users, webhooks
+from protocol.calls import (
+    audit,
+    diagnostics,
+    fixes,
+    kb,
+    reports,
+    sessions,
+    tickets,
+    users,
+    webhooks,
+)
 from protocol.calls.base import CALLS, Call, Model, explain
 
 __all__ = [
@@ -15,7 +25,9 @@ __all__ = [
     "Call",
     "Model",
     "audit",
+    "diagnostics",
     "explain",
+    "fixes",
     "kb",
     "reports",
     "sessions",

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent import fixes
 from controller.catalogue import builtin_dir, load_dir
 from protocol import catalogue
+from protocol.calls.fixes import FixReport
 from protocol.catalogue import Fix
 from protocol.messages import FixProposal, Technician, TicketRef
 
@@ -102,7 +103,7 @@ def policy(tmp_path: Path, recorder: Recorder, **fields: Any) -> fixes.FixPolicy
     )
 
 
-def run(prop: FixProposal, pol: fixes.FixPolicy, rec: Recorder) -> dict[str, Any]:
+def run(prop: FixProposal, pol: fixes.FixPolicy, rec: Recorder) -> FixReport:
     return asyncio.run(fixes.run(prop, pol, rec.emit))
 
 
@@ -120,10 +121,10 @@ def test_an_approved_fix_runs_with_argv_only(tmp_path: Path) -> None:
         policy(tmp_path, rec),
         rec,
     )
-    assert result["status"] == "succeeded"
+    assert result.status == "succeeded"
     # the metacharacters came out literally: no shell ever saw them
-    assert result["stdout"] == "hi; rm -rf / $(id) `id` | cat\n"
-    assert result["consent"] == "customer"
+    assert result.stdout == "hi; rm -rf / $(id) `id` | cat\n"
+    assert result.consent == "customer"
     assert len(rec.asked) == 1 and rec.asked[0].values == {
         "message": "hi; rm -rf / $(id) `id` | cat"
     }
@@ -136,8 +137,8 @@ def test_the_environment_is_scrubbed(tmp_path: Path, monkeypatch: pytest.MonkeyP
     )
     rec = Recorder()
     result = run(proposal("test.env", signed=bundle(show)), policy(tmp_path, rec), rec)
-    assert "HELPLINE_SECRET" not in result["stdout"]
-    assert "'PATH'" in result["stdout"]
+    assert "HELPLINE_SECRET" not in result.stdout
+    assert "'PATH'" in result.stdout
 
 
 def test_a_tampered_bundle_is_refused(tmp_path: Path) -> None:
@@ -264,20 +265,20 @@ def test_preapproved_and_unattended_fixes_do_not_ask(tmp_path: Path) -> None:
         policy(tmp_path, rec, unattended=frozenset({"test.echo"})),
         rec,
     )
-    assert (pre["consent"], unattended["consent"]) == ("preapproved", "unattended")
+    assert (pre.consent, unattended.consent) == ("preapproved", "unattended")
     assert rec.asked == []
 
 
 def test_a_fix_that_hangs_is_killed_with_its_whole_group(tmp_path: Path) -> None:
     rec = Recorder()
     result = run(proposal("test.forker"), policy(tmp_path, rec), rec)
-    assert result["status"] == "timed_out"
-    assert result["timed_out"] is True
-    child = int(result["stdout"].split()[0])
+    assert result.status == "timed_out"
+    assert result.timed_out is True
+    child = int(result.stdout.split()[0])
     # the grandchild in the same process group is gone too
     assert not _alive(child)
     result = run(proposal("test.hang"), policy(tmp_path, rec), rec)
-    assert result["status"] == "timed_out"
+    assert result.status == "timed_out"
 
 
 def _alive(pid: int) -> bool:
@@ -292,9 +293,9 @@ def _alive(pid: int) -> bool:
 def test_a_fix_that_floods_output_is_capped_with_a_mark(tmp_path: Path) -> None:
     rec = Recorder()
     result = run(proposal("test.flood"), policy(tmp_path, rec), rec)
-    assert result["status"] == "succeeded"  # it finished: we kept draining its pipe
-    assert result["truncated"]["stdout"] is True
-    assert result["stdout"].endswith(f"[… truncated after {fixes.OUTPUT_CAP} bytes …]")
+    assert result.status == "succeeded"  # it finished: we kept draining its pipe
+    assert result.truncated.stdout is True
+    assert result.stdout.endswith(f"[… truncated after {fixes.OUTPUT_CAP} bytes …]")
     streamed = "".join(data for stream, data in rec.output if stream == "stdout")
     assert len(streamed.encode()) < fixes.OUTPUT_CAP + 200
     assert "truncated" in streamed
@@ -325,7 +326,7 @@ def test_disk_free_space_removes_only_old_files(tmp_path: Path) -> None:
     result = run(
         proposal("disk.free_space", {"root": str(root), "days": "7"}), policy(tmp_path, rec), rec
     )
-    assert result["status"] == "succeeded", result
+    assert result.status == "succeeded", result
     assert not old.exists() and new.exists()
     assert outside.exists()  # the link went, never what it pointed to
 
@@ -343,7 +344,7 @@ def test_disk_rotate_log_compresses_and_truncates(tmp_path: Path) -> None:
         result = run(
             proposal("disk.rotate_log", {"path": str(log), "keep": "2"}), policy(tmp_path, rec), rec
         )
-        assert result["status"] == "succeeded", result
+        assert result.status == "succeeded", result
         assert log.stat().st_size == 0
         assert gzip.decompress((folder / "app.log.1.gz").read_bytes()) == b"line\n" * 1000
         assert gzip.decompress((folder / "app.log.2.gz").read_bytes()) == b"older"
@@ -362,7 +363,7 @@ def test_cpu_stop_runaway_stops_that_process_only(tmp_path: Path) -> None:
             policy(tmp_path, rec),
             rec,
         )
-        assert result["status"] == "succeeded"
+        assert result.status == "succeeded"
         assert victim.wait(10) == -15
         assert "time.sleep(600)" in rec.asked[0].notes["pid"]  # shown before asking
     finally:
@@ -379,7 +380,7 @@ def test_disk_clean_package_cache_empties_the_apt_archive(tmp_path: Path) -> Non
     dummy.write_bytes(b"!<arch>\n")
     rec = Recorder()
     result = run(proposal("disk.clean_package_cache"), policy(tmp_path, rec), rec)
-    assert result["status"] == "succeeded", result
+    assert result.status == "succeeded", result
     assert not dummy.exists()
 
 
@@ -415,7 +416,7 @@ def test_system_tool_fixes_call_exactly_their_argv(
     monkeypatch.setitem(fixes.CLEAN_ENV, "PATH", str(bin_dir))
     rec = Recorder()
     result = run(proposal(fix_id, params), policy(tmp_path, rec), rec)
-    assert result["status"] == "succeeded", result
+    assert result.status == "succeeded", result
     assert record.read_text() == " ".join(argv.split()[1:])
 
 
@@ -423,11 +424,11 @@ def test_memory_relieve_drops_caches_or_says_why_not(tmp_path: Path) -> None:
     rec = Recorder()
     result = run(proposal("memory.relieve"), policy(tmp_path, rec), rec)
     if os.access("/proc/sys/vm/drop_caches", os.W_OK):
-        assert result["status"] == "succeeded", result
-        assert "caches dropped" in result["stdout"]
+        assert result.status == "succeeded", result
+        assert "caches dropped" in result.stdout
     else:  # a container's read-only /proc: the fix fails and says so, nothing crashes
-        assert result["status"] == "failed"
-        assert "cannot drop caches" in result["stderr"]
+        assert result.status == "failed"
+        assert "cannot drop caches" in result.stderr
 
 
 LEAVER = make_fix(
@@ -445,8 +446,8 @@ LEAVER = make_fix(
 def test_children_left_behind_are_killed_with_the_group(tmp_path: Path) -> None:
     rec = Recorder()
     result = run(proposal("test.leaver", signed=bundle(LEAVER)), policy(tmp_path, rec), rec)
-    assert result["status"] == "succeeded"
-    assert not _alive(int(result["stdout"].split()[0]))
+    assert result.status == "succeeded"
+    assert not _alive(int(result.stdout.split()[0]))
 
 
 def test_ending_the_session_kills_a_running_fix(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import fixes, rootfix
 from agent.config import AgentConfig
+from protocol.calls.fixes import FixReport
 from tests.agent.test_fixes import ECHO, PINNED, _alive, bundle, make_fix, proposal
 
 pytestmark = pytest.mark.skipif(
@@ -88,7 +89,7 @@ def ask(
 ) -> tuple[dict[str, Any], Output]:
     output = Output()
 
-    async def scenario() -> dict[str, Any]:
+    async def scenario() -> FixReport:
         async with helper(tmp_path, helper_settings or settings(tmp_path)) as path:
             return await fixes.run_as_root(
                 path,
@@ -110,8 +111,8 @@ def refusal(tmp_path: Path, fix_id: str, **kwargs: Any) -> fixes.Refused:
 
 def test_a_signed_root_fix_runs_as_root_and_streams_its_output(tmp_path: Path) -> None:
     result, output = ask(tmp_path, "test.whoami")
-    assert result["status"] == "succeeded"
-    assert result["stdout"].strip() == "euid 0"
+    assert result.status == "succeeded"
+    assert result.stdout.strip() == "euid 0"
     assert output.text() == "euid 0\n"  # streamed before the result
     assert (tmp_path / "serial").read_text().strip() == "10"
 
@@ -167,12 +168,12 @@ def test_unattended_consent_needs_the_root_owned_config_to_say_so(tmp_path: Path
         ),
     )
     result, _ = ask(tmp_path, "test.whoami", consent="unattended", helper_settings=allowed)
-    assert result["status"] == "succeeded"
+    assert result.status == "succeeded"
     assert refusal(tmp_path, "test.whoami", consent="because").code == "bad_request"
 
 
 def test_a_request_that_is_not_json_is_refused(tmp_path: Path) -> None:
-    async def scenario() -> dict[str, Any]:
+    async def scenario() -> FixReport:
         async with helper(tmp_path, settings(tmp_path)) as path:
             reader, writer = await asyncio.open_unix_connection(path)
             writer.write(b"rm -rf /\n")
@@ -222,7 +223,7 @@ def test_hanging_up_kills_the_running_fix(tmp_path: Path) -> None:
     assert not _alive(asyncio.run(scenario()))
 
 
-async def _whoami_via(path: str) -> dict[str, Any]:
+async def _whoami_via(path: str) -> FixReport:
     return await fixes.run_as_root(
         path,
         proposal("test.whoami", signed=SIGNED),

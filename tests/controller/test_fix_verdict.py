@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from controller.fixes_api import verdict
+from controller.api.fixes import verdict
 
 
 @pytest.mark.parametrize(
