@@ -12,12 +12,12 @@ from collections.abc import Sequence
 
 from websockets.exceptions import ConnectionClosed
 
+from controller.api.kb import article_summary
 from controller.api.registry import ANYONE, ROUTES, WORKERS, ApiError, Context, utcnow
 from controller.collectors import collector_list, collector_names
 from controller.findings import compare, count_by_severity, evaluate
 from controller.store import Attachment
 from protocol.calls.diagnostics import (
-    ArticleSummary,
     CollectorInfo,
     Comparison,
     DiagCollectors,
@@ -28,6 +28,7 @@ from protocol.calls.diagnostics import (
     SeverityCount,
     SnapshotRef,
 )
+from protocol.calls.kb import ArticleSummary
 from protocol.errors import ErrorCode
 from protocol.messages import DiagRequest
 
@@ -90,18 +91,7 @@ async def _articles(ctx: Context, findings: Sequence[Finding]) -> tuple[ArticleS
     if not rules:
         return ()
     articles = await ctx.store.articles_for(findings=rules[:50], fixes=fixes[:50])
-    return tuple(
-        ArticleSummary(
-            id=a.ref,
-            title=a.title,
-            ticket=a.ticket_id,
-            author=a.author,
-            created_at=a.created_at,
-            findings=a.findings,
-            fixes=a.fixes,
-        )
-        for a in articles
-    )
+    return tuple(article_summary(a) for a in articles)
 
 
 @ROUTES.handler(DiagDiff, roles=ANYONE)

@@ -11,7 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from protocol.calls.base import ID_MAX, Call, Model, Text, TicketId, Time
+from protocol.calls.base import ID_MAX, Call, Model, Text, TicketId
+from protocol.calls.kb import ArticleSummary
 
 Severity = Literal["critical", "warning", "info"]
 
@@ -37,18 +38,6 @@ class SeverityCount(Model):
     critical: int
     warning: int
     info: int
-
-
-class ArticleSummary(Model):
-    """A knowledge-base article, without its body."""
-
-    id: str
-    title: str
-    ticket: TicketId | None
-    author: str
-    created_at: Time
-    findings: tuple[str, ...]
-    fixes: tuple[str, ...]
 
 
 class Diagnostics(Model):
