@@ -31,6 +31,8 @@ from pydantic import (
     model_validator,
 )
 
+from protocol.durations import DurationError, parse_seconds
+
 R = TypeVar("R")
 
 #: every call by method name, filled as the call modules are imported (``protocol.calls``)
@@ -193,8 +195,6 @@ SINCE_MAX = timedelta(days=366_000)
 
 
 def _since(value: object) -> timedelta | datetime:
-    from protocol.durations import DurationError, parse_seconds
-
     if isinstance(value, timedelta) and timedelta(0) < value <= SINCE_MAX:
         return value
     if isinstance(value, datetime):
