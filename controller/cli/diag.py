@@ -116,7 +116,7 @@ def run(
             for article in d.articles:
                 about = escape(", ".join(article.findings + article.fixes))
                 title = shown(article.title)
-                stdout.print(f"  {article.id}  {title}  [dim]({about})[/]", highlight=False)
+                stdout.print(f"  KB-{article.id}  {title}  [dim]({about})[/]", highlight=False)
         stdout.print(f"[dim]attached to T-{d.ticket} (request {shown(d.request)})[/]")
 
     emit(run_client(home, work), as_json, render)

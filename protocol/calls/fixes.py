@@ -35,7 +35,8 @@ class FixReport(Model):
     bundle_signature…; the message is the result's error); a run carries the rest.
     """
 
-    fix: str
+    #: the fix's id (an agent may leave it out: the controller knows what it proposed)
+    fix: str | None = None
     status: FixStatus
     #: why it did not run
     code: str | None = None
@@ -46,7 +47,8 @@ class FixReport(Model):
     bundle_serial: int | None = None
     #: the parameters as the fix got them (paths resolved)
     params: dict[str, str] | None = None
-    consent: Consent | None = None
+    #: who allowed it (one of ``Consent`` from our agents; shown as sent, whatever it is)
+    consent: str | None = None
     #: the finding the fix is meant to clear
     targets: str | None = None
     #: "root helper" when the root helper ran it
